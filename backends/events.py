@@ -1,0 +1,50 @@
+"""Typed events a generation stream yields, and the per-turn statistics."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    """One generated token: its ID, the text it completes, and when it came.
+
+    ``text`` can be empty when the token ends inside a multi-byte character; the
+    text is released with the token that completes the character, so joining all
+    ``text`` values never produces a replacement character.
+    """
+
+    id: int
+    text: str
+    t: float
+
+
+@dataclass
+class Stats:
+    prompt_tokens: int = 0
+    new_tokens: int = 0
+    ttft_s: float | None = None  # time to first token
+    decode_tok_s: float | None = None  # tokens/s after the first token
+    total_s: float = 0.0
+    peak_memory_bytes: int | None = None
+    memory_kind: str = ""  # "cuda" (torch peak allocated) or "rss" (process)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+#: Why a turn ended.
+STOP_REASONS = ("eos", "length", "stopped", "error")
+
+
+@dataclass(frozen=True)
+class DoneEvent:
+    stats: Stats
+    stop_reason: str
+    text: str
+    prompt_ids: list[int] = field(default_factory=list)
+    captured_ids: list[int] | None = None
+    error: str | None = None  # one clear line when stop_reason == "error"
+
+
+Event = TokenEvent | DoneEvent

@@ -1,0 +1,46 @@
+"""The tokenizer side of a model: its prompt family, without loading weights.
+
+``llm-tui inspect`` and the engine both get their family here, so the preview
+the inspector shows and the IDs a run sends come from the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .families.base import PromptFamily
+from .loader import Located, locate
+from .spec import ModelSpec
+
+
+def generation_eos_ids(path: Path) -> list[int]:
+    """eos_token_id from generation_config.json (an int or a list), else []."""
+    try:
+        data = json.loads((path / "generation_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    eos = data.get("eos_token_id")
+    if isinstance(eos, int):
+        return [eos]
+    return [int(e) for e in eos] if isinstance(eos, list) else []
+
+
+def family_for(located: Located, *, trust_remote_code: bool = False, tokenizer=None) -> PromptFamily:
+    """The prompt family for a located model (``tokenizer``: reuse one already loaded)."""
+    from .families.template import ChatTemplateFamily
+
+    if located.gguf_file:
+        from transformers import AutoTokenizer
+
+        tokenizer = tokenizer or AutoTokenizer.from_pretrained(str(located.path), gguf_file=located.gguf_file)
+        return ChatTemplateFamily(tokenizer, name="gguf", eos_ids=[tokenizer.eos_token_id])
+    from .families.detect import family_for_dir
+
+    # Each family knows its own context length (Qwen v1: seq_length, not max_position_embeddings).
+    return family_for_dir(located.path, trust_remote_code=trust_remote_code)
+
+
+def open_family(spec: ModelSpec, progress=None) -> tuple[PromptFamily, Located]:
+    located = locate(spec, progress)
+    return family_for(located, trust_remote_code=spec.trust_remote_code), located

@@ -1,0 +1,84 @@
+"""Shared fixtures: the real default model, tiny random-weight models with a real
+tokenizer, and isolated config/data directories for every test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_dirs(tmp_path_factory, monkeypatch):
+    """Config and data go to fresh folders; the model cache is shared (the
+    default model takes ~30 s to prepare, once per machine)."""
+    base = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("LLM_TUI_CONFIG_DIR", str(base / "config"))
+    monkeypatch.setenv("LLM_TUI_DATA_DIR", str(base / "data"))
+    yield base
+
+
+@pytest.fixture(scope="session")
+def demo_dir() -> Path:
+    """The embedded default model, prepared (downloaded and converted) on first use."""
+    from backends.demo import ensure_demo
+
+    return ensure_demo()
+
+
+@pytest.fixture(scope="session")
+def demo_handle(demo_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    handle = open_model(ModelSpec())
+    yield handle
+
+
+def build_tiny_model(demo_dir: Path, out: Path, *, layers: int = 2, hidden: int = 64,
+                     suppress_eos: bool = False, seed: int = 0) -> Path:
+    """A random-weight Llama with the default model's real tokenizer and chat template."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=49152, hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=8192,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = 2
+    if suppress_eos:
+        # Never end early: streams always run to max_new_tokens (for long-reply tests).
+        model.generation_config.suppress_tokens = list(range(0, 17))
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (demo_dir / name).exists():
+            shutil.copy(demo_dir / name, out / name)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(demo_dir, tmp_path_factory) -> Path:
+    return build_tiny_model(demo_dir, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_long_model_dir(demo_dir, tmp_path_factory) -> Path:
+    """Tiny model that never emits EOS: every reply is exactly max_new_tokens long."""
+    return build_tiny_model(demo_dir, tmp_path_factory.mktemp("tiny-llama-long"), suppress_eos=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_handle(tiny_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    return open_model(ModelSpec(source=str(tiny_model_dir)))

@@ -1,0 +1,129 @@
+"""The engine on real models: answers, captured IDs, stopping, statistics."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from backends.events import DoneEvent, TokenEvent
+from backends.params import SamplingParams
+
+GREEDY = SamplingParams(temperature=0, max_new_tokens=24)
+
+
+def _collect(generation):
+    events = list(generation)
+    assert isinstance(events[-1], DoneEvent)
+    return [e for e in events if isinstance(e, TokenEvent)], events[-1]
+
+
+def test_default_model_answers_paris(demo_handle):
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    tokens, done = _collect(demo_handle.stream(messages, GREEDY))
+    assert "Paris" in done.text
+    assert "".join(t.text for t in tokens) == done.text
+    assert done.stop_reason == "eos"
+    assert done.stats.new_tokens >= len(tokens)
+    assert done.stats.ttft_s is not None and done.stats.ttft_s > 0
+    assert done.stats.prompt_tokens == len(done.prompt_ids)
+    assert done.stats.peak_memory_bytes and done.stats.memory_kind == "rss"
+
+
+def test_captured_ids_equal_the_preview(demo_handle):
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Hi!"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "Name a colour."},
+    ]
+    preview = demo_handle.render(messages)
+    generation = demo_handle.stream(messages, SamplingParams(temperature=0, max_new_tokens=4))
+    _, done = _collect(generation)
+    assert done.captured_ids == preview.ids == done.prompt_ids
+    assert generation.view.verified is True
+
+
+def test_chinese_and_emoji_conversation_streams_without_replacement_characters(demo_handle):
+    turns = ["你好！请用中文介绍一下你自己。", "你喜欢什么颜色？🎨", "给我讲一个关于猫的笑话 🐱", "谢谢！再见 👋"]
+    messages: list[dict] = []
+    for question in turns:
+        messages.append({"role": "user", "content": question})
+        tokens, done = _collect(demo_handle.stream(messages, SamplingParams(temperature=0, max_new_tokens=32)))
+        streamed = "".join(t.text for t in tokens)
+        assert "\ufffd" not in streamed
+        assert streamed == done.text
+        messages.append({"role": "assistant", "content": done.text})
+    assert len(messages) == 8
+
+
+def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
+    generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=5000))
+    seen = 0
+    for event in generation:
+        if isinstance(event, TokenEvent):
+            seen += 1
+            if seen == 5:
+                generation.stop()
+        else:
+            done = event
+    generation.join(10)
+    assert done.stop_reason == "stopped"
+    assert 5 <= done.stats.new_tokens < 5000
+    assert not generation.thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "llm-tui-generate"]
+
+
+def test_external_stop_event_and_max_new_tokens(tiny_long_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
+    _, done = _collect(handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=7)))
+    assert done.stop_reason == "length" and done.stats.new_tokens == 7
+    stop = threading.Event()
+    stop.set()
+    _, done = _collect(handle.stream([{"role": "user", "content": "go"}], SamplingParams(max_new_tokens=500), stop))
+    assert done.stop_reason == "stopped" and done.stats.new_tokens <= 1
+
+
+def test_seed_makes_sampling_repeatable(tiny_handle):
+    messages = [{"role": "user", "content": "tell me something"}]
+    params = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=12, seed=1234)
+    first = _collect(tiny_handle.stream(messages, params))[1]
+    second = _collect(tiny_handle.stream(messages, params))[1]
+    other = _collect(tiny_handle.stream(messages, params.with_value("seed", "99")))[1]
+    assert first.text == second.text
+    assert first.stats.new_tokens == second.stats.new_tokens
+    assert other.text != first.text
+
+
+def test_drain_batches_events_and_ends_with_done(tiny_long_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
+    generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=40))
+    batches = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        batch = generation.drain(0.05)
+        batches.append(batch)
+        if batch and isinstance(batch[-1], DoneEvent):
+            break
+    events = [e for b in batches for e in b]
+    assert isinstance(events[-1], DoneEvent)
+    assert sum(isinstance(e, TokenEvent) for e in events) == 40
+    assert generation.drain(0.01) == []
+
+
+def test_unload_drops_the_weights(tiny_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    handle = open_model(ModelSpec(source=str(tiny_model_dir)))
+    handle.unload()
+    assert handle.model is None

