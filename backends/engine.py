@@ -98,7 +98,8 @@ class ModelHandle:
     """One loaded model: its tokenizer-side family and its weights."""
 
     def __init__(self, model, tokenizer, family: PromptFamily, spec: ModelSpec, *,
-                 device: str = "cpu", dtype: str = "float32", path: str = "", runner=None) -> None:
+                 device: str = "cpu", dtype: str = "float32", path: str = "", runner=None,
+                 quant: str | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.family = family
@@ -107,6 +108,7 @@ class ModelHandle:
         #: How tokens are produced: transformers' generate() by default; remote-code
         #: checkpoints get a plain decode loop or their own streaming method.
         self.runner = runner or GenerateRunner()
+        self._current: Generation | None = None
         config = getattr(model, "config", None)
         params = sum(p.numel() for p in model.parameters()) if model is not None else 0
         footprint = model.get_memory_footprint() if hasattr(model, "get_memory_footprint") else 0
@@ -114,7 +116,7 @@ class ModelHandle:
             label=spec.label,
             family=family.name,
             dtype=dtype,
-            quant=spec.quant,
+            quant=quant or spec.quant,
             device=device,
             max_context=getattr(family, "max_context", None) or getattr(config, "max_position_embeddings", None),
             parameters=params,
@@ -134,6 +136,7 @@ class ModelHandle:
         params = (params or SamplingParams()).validate()
         view = self.render(messages, max_new_tokens=params.max_new_tokens)
         generation = Generation(view, stop_event or threading.Event())
+        self._current = generation
         thread = threading.Thread(target=self._run, args=(generation, params),
                                   name="llm-tui-generate", daemon=True)
         generation.thread = thread
@@ -164,6 +167,13 @@ class ModelHandle:
         """Drop the weights and give their memory back."""
         from .loader import release_memory
 
+        running = self._current
+        if running is not None and running.thread is not None and running.thread.is_alive():
+            running.stop()  # a turn still generating would keep the weights alive
+            running.join(30)
+        release = getattr(self.runner, "release", None)
+        if release is not None:  # e.g. a cache a native runner keeps between turns
+            release()
         self.model = None
         self.tokenizer = None
         release_memory()
@@ -345,7 +355,7 @@ def _error_done(generation: Generation, err: BaseException) -> DoneEvent:
     elif "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError":
         from .loader import release_memory
 
-        release_memory()
+        release_memory(err)  # frees the KV cache still held by the traceback's frames
         line = "out of memory during generation — try a shorter conversation (/clear), --quant nf4, or another device"
     else:
         text = str(err).strip().splitlines()
@@ -359,11 +369,13 @@ def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
 
     The prompt family comes from the same place ``inspect`` gets it
     (``tokenizer_side.family_for``), so a preview and a run always agree.
+    ``spec.engine`` and the checkpoint pick the loading path and the runner
+    (``backends.runners.prepare``).
     """
-    from .loader import load
-    from .tokenizer_side import family_for
+    from .runners import prepare
 
-    loaded = load(spec, progress)
-    family = family_for(loaded.located, trust_remote_code=spec.trust_remote_code)
-    return ModelHandle(loaded.model, loaded.tokenizer, family, spec, device=loaded.device,
-                       dtype=loaded.dtype, path=str(loaded.located.path))
+    prepared = prepare(spec, progress)
+    loaded = prepared.loaded
+    return ModelHandle(loaded.model, loaded.tokenizer, prepared.family, spec, device=loaded.device,
+                       dtype=loaded.dtype, path=str(loaded.located.path), runner=prepared.runner,
+                       quant=getattr(loaded, "quant", None))

@@ -3,6 +3,12 @@
 Nothing here talks to a model hub: Hugging Face ids are resolved from the
 local cache only, and the hub client is switched to offline mode before
 transformers is imported.
+
+``load()`` places the weights (``placement``: --device-map and --max-memory
+as accelerate wants them), picks the dtype, asks ``backends.quant`` how
+``--quant`` applies to the checkpoint, asks ``backends.memory`` whether it
+fits, and turns every failure, running out of memory included, into one
+line; ``release_memory()`` gives memory back after an unload or a failure.
 """
 
 from __future__ import annotations
@@ -99,46 +105,147 @@ def require_consent(path: Path, spec: ModelSpec) -> None:
                                 "read those files, then pass --trust-remote-code to allow it")
 
 
-def resolve_device_map(spec: ModelSpec) -> str | dict | None:
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights may go, as from_pretrained and accelerate want it."""
+
+    #: "cpu", "cuda:N", "mps", or "auto" (accelerate spreads the layers over ``max_memory``'s devices).
+    device_map: str
+    #: accelerate's per-device budget in bytes (GPU index or "cpu"), or None for its own choice.
+    max_memory: dict | None
+    #: The devices the weights may be placed on ("cpu" only when nothing else is).
+    devices: tuple[str, ...]
+    #: Parsed --max-memory caps, in bytes.
+    limits: dict
+    #: CUDA devices this process sees (after CUDA_VISIBLE_DEVICES).
+    visible_gpus: int = 0
+
+    @property
+    def on_gpu(self) -> bool:
+        return any(d.startswith("cuda") for d in self.devices)
+
+    @property
+    def offload_to_cpu(self) -> bool:
+        """accelerate may put what does not fit on the GPUs into CPU RAM."""
+        return self.device_map == "auto" and self.on_gpu and (not self.max_memory or "cpu" in self.max_memory)
+
+
+def _visible_gpus() -> int:
     import torch
 
-    if spec.device_map == "auto":
-        return "auto" if torch.cuda.is_available() else "cpu"
-    if spec.device_map == "cpu":
-        return "cpu"
-    if not torch.cuda.is_available():
-        raise ModelLoadError(f"--device-map {spec.device_map} asks for a GPU, but no CUDA device is visible",
-                             "use --device-map cpu (or auto), or run on a machine with an NVIDIA GPU")
-    devices = [d if d.startswith(("cuda", "cpu")) else f"cuda:{d}" for d in spec.device_map.split(",")]
+    try:
+        return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:
+        return 0
+
+
+def _no_gpu_error(device_map: str) -> ModelLoadError:
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    why = f" (CUDA_VISIBLE_DEVICES={hidden!r})" if hidden is not None else ""
+    return ModelLoadError(f"--device-map {device_map} asks for a GPU, but no CUDA device is visible{why}",
+                          "use --device-map cpu (or auto), or run on a machine with an NVIDIA GPU")
+
+
+def placement(spec: ModelSpec) -> Placement:
+    """Turn --device-map and --max-memory into from_pretrained's device_map and max_memory.
+
+    ``auto`` spreads the model over every visible GPU (CUDA_VISIBLE_DEVICES
+    decides which are visible), or uses the CPU when there is none. A list
+    such as ``cuda:0,cuda:1`` restricts placement to those GPUs through
+    accelerate's max_memory (add ``cpu`` to the list to allow offloading).
+    """
+    limits = parse_max_memory(spec.max_memory) if spec.max_memory else {}
+    count = _visible_gpus()
+    wanted = spec.device_map.strip()
+    if wanted == "cpu" or (wanted == "auto" and count == 0):
+        return Placement("cpu", None, ("cpu",), limits, count)
+    if wanted == "auto":
+        return Placement("auto", dict(limits) or None, tuple(f"cuda:{i}" for i in range(count)), limits, count)
+    devices: list[str] = []
+    for part in (p.strip() for p in wanted.split(",") if p.strip()):
+        device = f"cuda:{part}" if part.isdigit() else part
+        if device.startswith("cuda"):
+            if count == 0:
+                raise _no_gpu_error(wanted)
+            index = int(device.split(":")[1]) if ":" in device else 0
+            if index >= count:
+                raise ModelLoadError(f"--device-map {wanted} names cuda:{index}, but only {count} GPU"
+                                     f"{'s are' if count > 1 else ' is'} visible",
+                                     f"use cuda:0 to cuda:{count - 1}, or --device-map auto")
+            device = f"cuda:{index}"
+        elif device == "mps":
+            import torch
+
+            if not torch.backends.mps.is_available():
+                raise ModelLoadError("--device-map mps asks for Apple's GPU, which is not available here",
+                                     "use --device-map cpu or auto")
+        if device not in devices:
+            devices.append(device)
     if len(devices) == 1:
-        return devices[0]
-    return "auto"  # spread across the listed GPUs via max_memory below
+        return Placement(devices[0], None, (devices[0],), limits, count)
+    budget: dict = {}
+    for device in devices:
+        if device.startswith("cuda:"):
+            index = int(device[5:])
+            budget[index] = limits.get(index) or _gpu_budget(index)
+        elif device == "cpu":
+            budget["cpu"] = limits.get("cpu") or _cpu_budget()
+    gpus = tuple(d for d in devices if d.startswith("cuda"))
+    return Placement("auto", budget, gpus or tuple(devices), limits, count)
 
 
-def resolve_dtype(spec: ModelSpec, on_gpu: bool):
+def _gpu_budget(index: int) -> int:
+    from .memory import gpu_memory
+
+    info = gpu_memory(index)
+    return int(info.free * 0.9) if info is not None else 0
+
+
+def _cpu_budget() -> int:
+    from .memory import cpu_memory
+
+    return int(cpu_memory().free * 0.9)
+
+
+def resolve_device_map(spec: ModelSpec) -> str | dict | None:
+    return placement(spec).device_map
+
+
+def resolve_dtype(spec: ModelSpec, on_gpu: bool, checkpoint=None):
+    """The load dtype: the spec's, or for ``auto`` bf16 on GPUs that support it (fp16 otherwise,
+    and for GPTQ/AWQ checkpoints, whose kernels want fp16), fp32 on the CPU."""
     import torch
 
     table = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
     if spec.dtype != "auto":
         return table[spec.dtype]
     if on_gpu:
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if checkpoint is not None and getattr(checkpoint, "method", None) in ("gptq", "awq"):
+            return torch.float16
+        return torch.bfloat16 if _bf16_supported() else torch.float16
     return torch.float32  # CPU kernels for half types are slow or missing
 
 
-def quantization_config(spec: ModelSpec, compute_dtype):
-    if spec.quant in ("nf4", "fp4", "int8"):
-        import importlib.util
+def _bf16_supported() -> bool:
+    import torch
 
-        if importlib.util.find_spec("bitsandbytes") is None:
-            raise MissingPackageError("bitsandbytes", f"--quant {spec.quant}", extra="bnb")
-        from transformers import BitsAndBytesConfig
+    try:
+        return all(torch.cuda.get_device_capability(i)[0] >= 8 for i in range(torch.cuda.device_count()))
+    except Exception:
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
-        if spec.quant == "int8":
-            return BitsAndBytesConfig(load_in_8bit=True)
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=spec.quant,
-                                  bnb_4bit_compute_dtype=compute_dtype)
-    return None
+
+def quantization_config(spec: ModelSpec, compute_dtype, located: "Located | None" = None, on_gpu: bool = False):
+    """The transformers quantization config for ``spec.quant`` (None when nothing is to be quantized)."""
+    from .quant import BNB_METHODS, bnb_compute_dtype, bnb_config, plan_quantization, require_packages
+
+    if located is not None:
+        return plan_quantization(spec, located, compute_dtype, on_gpu=on_gpu).config
+    if spec.quant not in BNB_METHODS:
+        return None  # GPTQ/AWQ checkpoints carry their own config
+    require_packages(spec.quant, on_gpu=on_gpu, purpose=f"--quant {spec.quant}")
+    return bnb_config(spec.quant, bnb_compute_dtype(spec, compute_dtype),
+                      bool(getattr(spec, "bnb_double_quant", False)))
 
 
 @dataclass
@@ -148,31 +255,48 @@ class Loaded:
     located: Located
     device: str
     dtype: str
+    #: Short quantization label: "none", "nf4", "int8", "gptq-4bit" ...
+    quant: str = "none"
+    #: The pre-load memory verdict (None when it could not be estimated).
+    memory: object | None = None
 
 
 def load(spec: ModelSpec, progress: Progress | None = None) -> Loaded:
-    """Load tokenizer and weights; every failure becomes one ModelLoadError line."""
+    """Load tokenizer and weights; every failure becomes one ModelLoadError line.
+
+    Before the weights are read, the memory they need is compared with what
+    is free (backends.memory.check_before_load): a load that cannot fit is
+    refused with the numbers, one that is tight is reported through
+    ``progress``. Running out of memory anyway releases what was allocated
+    and says what to change.
+    """
     progress = progress or (lambda message, fraction=None: None)
     located = locate(spec, progress)
     require_consent(located.path, spec)
     progress(f"loading {spec.label}", None)
-    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from .quant import checkpoint_quantization, plan_quantization
+
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    device_map = resolve_device_map(spec)
-    on_gpu = device_map != "cpu"
-    dtype = resolve_dtype(spec, on_gpu)
-    kwargs: dict = {"dtype": dtype, "device_map": device_map, "trust_remote_code": spec.trust_remote_code}
+    place = placement(spec)
+    existing = checkpoint_quantization(located.path, located.gguf_file)
+    dtype = resolve_dtype(spec, place.on_gpu, existing)
+    plan = plan_quantization(spec, located, dtype, on_gpu=place.on_gpu)
+    verdict = _memory_verdict(spec, located, dtype, plan)
+    if verdict is not None:
+        verdict.raise_if_refused()
+        if verdict.level == "warn":
+            progress(verdict.line, None)
+    kwargs: dict = {"dtype": dtype, "device_map": place.device_map, "trust_remote_code": spec.trust_remote_code}
     if located.gguf_file:
         kwargs["gguf_file"] = located.gguf_file
-    quant = quantization_config(spec, dtype)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    if spec.max_memory:
-        kwargs["max_memory"] = parse_max_memory(spec.max_memory)
+    if plan.config is not None:
+        kwargs["quantization_config"] = plan.config
+    if place.max_memory:
+        kwargs["max_memory"] = place.max_memory
     folder = str(located.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
@@ -181,40 +305,108 @@ def load(spec: ModelSpec, progress: Progress | None = None) -> Loaded:
     except Exception as err:
         raise ModelLoadError(f"could not load the tokenizer from '{folder}': {_first_line(err)}",
                              "check that the directory has tokenizer files (tokenizer.json or tokenizer.model)") from None
+    failure: tuple[str, str] | None = None
     try:
         model = AutoModelForCausalLM.from_pretrained(folder, **kwargs)
-    except torch.OutOfMemoryError:
-        gc.collect()
-        raise ModelLoadError(f"out of memory while loading '{spec.label}'",
-                             "try --quant nf4 or int8, a smaller --dtype, or another --device-map") from None
     except (ModelLoadError, MissingPackageError, UsageError):
         raise
-    except ImportError as err:
-        raise ModelLoadError(f"loading '{spec.label}' needs a package that is missing: {_first_line(err)}",
-                             "install the package named above") from None
     except Exception as err:
-        raise ModelLoadError(f"could not load the weights of '{spec.label}': {_first_line(err)}",
-                             "the checkpoint may be corrupt or truncated: re-download or re-convert it") from None
+        failure = _load_failure(err, spec, plan, verdict, place.on_gpu)
+    if failure is not None:
+        # Outside the except block: the traceback and the half-built model are gone,
+        # so their memory can really be returned.
+        release_memory()
+        raise ModelLoadError(*failure)
     model.eval()
-    return Loaded(model, tokenizer, located, device=describe_device(model), dtype=str(dtype).replace("torch.", ""))
+    return Loaded(model, tokenizer, located, device=describe_device(model),
+                  dtype=str(dtype).replace("torch.", ""), quant=plan.label, memory=verdict)
+
+
+def _memory_verdict(spec, located, dtype, plan):
+    """The pre-load check; an estimate that cannot be made never blocks a load."""
+    from .memory import check_before_load
+
+    try:
+        return check_before_load(spec, located, dtype=dtype, plan=plan)
+    except Exception:
+        return None
+
+
+def _load_failure(err: BaseException, spec: ModelSpec, plan, verdict, on_gpu: bool) -> tuple[str, str]:
+    """(problem, fix) for a failed from_pretrained: out of memory, quantization kernels, packages, the rest."""
+    from .memory import is_out_of_memory, oom_advice
+    from .quant import explain_error
+
+    if is_out_of_memory(err):
+        numbers = ""
+        if verdict is not None and verdict.free_bytes is not None:
+            from .telemetry import format_bytes
+
+            numbers = (f" (needs ~{format_bytes(verdict.needed_bytes)}, {format_bytes(verdict.free_bytes)} "
+                       f"was free on {','.join(verdict.devices)})")
+        return f"out of memory while loading '{spec.label}'{numbers}", oom_advice(plan, on_gpu, spec)
+    explained = explain_error(err, plan, on_gpu)
+    if explained is not None:
+        return explained
+    if isinstance(err, ImportError):
+        return (f"loading '{spec.label}' needs a package that is missing: {_first_line(err)}",
+                "install the package named above")
+    return (f"could not load the weights of '{spec.label}': {_first_line(err)}",
+            "the checkpoint may be corrupt or truncated: re-download or re-convert it")
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 10**3, "kib": 2**10, "m": 2**20, "mb": 10**6, "mib": 2**20,
+               "g": 2**30, "gb": 10**9, "gib": 2**30, "t": 2**40, "tb": 10**12, "tib": 2**40}
+
+
+def parse_size(text: str) -> int:
+    """'20GiB', '20GB', '1.5G', '512MiB', '1024' -> bytes (G/GiB are binary, GB decimal)."""
+    value = str(text).strip().replace(" ", "")
+    digits = value.rstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    unit = value[len(digits):].lower()
+    if unit not in _SIZE_UNITS or not digits:
+        raise ValueError(value)
+    number = float(digits)
+    if number < 0:
+        raise ValueError(value)
+    return int(number * _SIZE_UNITS[unit])
 
 
 def parse_max_memory(text: str) -> dict:
+    """'0=20GiB,1=20GiB,cpu=64GiB' -> {0: bytes, 1: bytes, "cpu": bytes} (``cuda:N`` keys work too)."""
     out: dict = {}
     for part in text.split(","):
         key, _, value = part.partition("=")
-        if not value:
+        key = key.strip().lower()
+        if key.startswith("cuda:"):
+            key = key[5:]
+        if not value or not (key.isdigit() or key in ("cpu", "mps", "disk")):
             raise UsageError(f"--max-memory '{text}' is not understood", "use e.g. 0=20GiB,1=20GiB,cpu=64GiB")
-        key = key.strip()
-        out[int(key) if key.isdigit() else key] = value.strip()
+        try:
+            size = parse_size(value)
+        except ValueError:
+            raise UsageError(f"--max-memory '{text}': '{value.strip()}' is not a size",
+                             "write sizes like 20GiB, 512MiB or 24GB") from None
+        out[int(key) if key.isdigit() else key] = size
     return out
 
 
 def describe_device(model) -> str:
+    """Where a model's weights are: "cpu", "cuda:0", or "cuda:0,cuda:1" (",cpu"/",disk" when offloaded)."""
     mapping = getattr(model, "hf_device_map", None)
     if mapping:
-        devices = sorted({str(d) if not isinstance(d, int) else f"cuda:{d}" for d in mapping.values()})
-        return ",".join(devices)
+        found = set()
+        for value in mapping.values():
+            text = f"cuda:{value}" if isinstance(value, int) else str(value)
+            found.add("cuda:0" if text == "cuda" else text)
+        order = {"cpu": 1, "disk": 2}
+
+        def key(name: str):
+            if name.startswith("cuda:") and name[5:].isdigit():
+                return (0, int(name[5:]), name)
+            return (order.get(name, 3), 0, name)
+
+        return ",".join(sorted(found, key=key))
     try:
         return str(next(model.parameters()).device)
     except StopIteration:
@@ -226,17 +418,39 @@ def _first_line(err: BaseException) -> str:
     return text[0][:300] if text else type(err).__name__
 
 
-def release_memory() -> None:
-    """Give freed tensors back: Python garbage, the CUDA cache, and the C heap."""
+def release_memory(err: BaseException | None = None) -> int:
+    """Give freed memory back: Python garbage, the CUDA cache, and the C heap.
+
+    Pass the exception that interrupted a load or a turn as ``err``: its
+    traceback's frames still hold the tensors they were working on, and are
+    cleared first. Returns the process RSS afterwards, in bytes.
+    """
+    if err is not None:
+        import traceback
+
+        traceback.clear_frames(err.__traceback__)
+        err.__traceback__ = None
     gc.collect()
     import sys
 
     torch = sys.modules.get("torch")
-    if torch is not None and torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    cuda = getattr(torch, "cuda", None)
+    try:
+        if cuda is not None and cuda.is_initialized():
+            cuda.synchronize()
+            cuda.empty_cache()
+            cuda.ipc_collect()
+    except Exception:
+        pass
     try:
         import ctypes
 
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
         pass
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except Exception:
+        return 0

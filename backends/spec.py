@@ -25,6 +25,8 @@ class ModelSpec:
     trust_remote_code: bool = False
     engine: str = "auto"
     max_memory: str | None = None  # e.g. "0=20GiB,1=20GiB,cpu=64GiB"
+    bnb_double_quant: bool = False  # bitsandbytes 4-bit: quantize the quantization constants too
+    bnb_compute_dtype: str = "auto"  # bitsandbytes 4-bit matmul dtype
     #: A display name (the alias it came from, or the directory's name).
     alias: str | None = None
 
@@ -32,6 +34,7 @@ class ModelSpec:
         check_choice("--quant", self.quant, QUANT_CHOICES)
         check_choice("--dtype", self.dtype, DTYPE_CHOICES)
         check_choice("--engine", self.engine, ENGINE_CHOICES)
+        check_choice("--bnb-compute-dtype", self.bnb_compute_dtype, DTYPE_CHOICES)
         check_device_map(self.device_map)
 
     @property

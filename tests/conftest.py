@@ -6,7 +6,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import tempfile
+
 import pytest
+
+# Checkpoint code the tests load with trust_remote_code is copied by transformers
+# into its modules cache: keep that out of the user's home.
+os.environ.setdefault("HF_MODULES_CACHE", tempfile.mkdtemp(prefix="llm-tui-hf-modules-"))
 
 ROOT = Path(__file__).resolve().parent.parent
 

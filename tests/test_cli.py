@@ -219,3 +219,23 @@ def test_remote_code_is_refused_without_consent(tiny_model_dir, tmp_path):
     line = one_clear_line(result)
     assert "modeling_evil.py" in line and "--trust-remote-code" in line
     assert not marker.exists()
+
+
+def test_inspect_a_qwen_v1_directory_without_remote_code_or_weights(tmp_path):
+    from fixtures_families import MARKER, make_qwen_dir
+
+    qwen = make_qwen_dir(tmp_path / "Qwen-7B-Chat")
+    messages = [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！"},
+                {"role": "user", "content": "<|im_start|> is just text here"}]
+    result = llm_tui("inspect", str(qwen), "--messages", "-", "--json", input=json.dumps(messages))
+    assert result.returncode == 0, result.stderr
+    view = json.loads(result.stdout)
+    assert view["family"] == "qwen"
+    # system, user, assistant, user, then the opener; the typed <|im_start|> stays plain text
+    assert view["ids"][0] == 151644 and view["ids"].count(151644) == 5
+    assert view["text"].endswith("<|im_end|>\n<|im_start|>assistant\n")
+    assert view["stop_ids"][:2] == [151645, 151644]
+    assert not (qwen / MARKER).exists()
+    # running it, by contrast, needs consent
+    ran = llm_tui("run", str(qwen), "-p", "hi")
+    assert ran.returncode == 1 and "--trust-remote-code" in one_clear_line(ran)

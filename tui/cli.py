@@ -31,6 +31,8 @@ cache, an alias from the config file, or omitted for the embedded default model
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("loading")
     group.add_argument("--quant", default="none", choices=QUANT_CHOICES, help="quantize on load (bitsandbytes nf4/fp4/int8) or load a GPTQ/AWQ checkpoint")
+    group.add_argument("--bnb-double-quant", action="store_true", help="bitsandbytes 4-bit: double quantization (saves ~0.4 bit/param)")
+    group.add_argument("--bnb-compute-dtype", default="auto", choices=DTYPE_CHOICES, help="bitsandbytes 4-bit compute dtype")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="weight dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")
     group.add_argument("--device-map", default="auto", metavar="MAP", help="auto, cpu, or cuda:0[,cuda:1...]")
     group.add_argument("--max-memory", metavar="SPEC", help="per-device limits for auto placement, e.g. 0=20GiB,cpu=64GiB")

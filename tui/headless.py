@@ -21,12 +21,14 @@ def spec_from_args(args) -> ModelSpec:
     source = getattr(args, "model", None)
     spec = _config_spec(source)
     changes = {}
-    for flag in ("quant", "dtype", "device_map", "engine", "max_memory"):
+    for flag in ("quant", "dtype", "device_map", "engine", "max_memory", "bnb_compute_dtype"):
         value = getattr(args, flag, None)
         if value is not None and value != ModelSpec.__dataclass_fields__[flag].default:
             changes[flag] = value
     if getattr(args, "trust_remote_code", False):
         changes["trust_remote_code"] = True
+    if getattr(args, "bnb_double_quant", False):
+        changes["bnb_double_quant"] = True
     return spec.with_(**changes) if changes else spec
 
 

@@ -165,8 +165,12 @@ def _added_tokens(files: ModelFiles) -> dict[int, str]:
 
 
 def _is_yi(files: ModelFiles) -> bool:
+    """Yi's vocabulary puts <|im_start|> <|im_end|> <|im_sep|> at 6, 7, 8; <|im_sep|>
+    on a Llama-architecture checkpoint is Yi's alone."""
     added = _added_tokens(files)
-    return added.get(6) == "<|im_start|>" and added.get(7) == "<|im_end|>" and added.get(8) == "<|im_sep|>"
+    if added.get(6) == "<|im_start|>" and added.get(7) == "<|im_end|>" and added.get(8) == "<|im_sep|>":
+        return True
+    return files.model_type == "llama" and "<|im_sep|>" in added.values()
 
 
 def _is_smollm(files: ModelFiles, template: str) -> bool:

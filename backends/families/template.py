@@ -45,6 +45,7 @@ class TokenPieces:
         self.added = {i: t.content for i, t in added.items()}
         self.special_ids = {i for i, t in added.items() if getattr(t, "special", False)}
         self.special_ids.update(getattr(tokenizer, "all_special_ids", []) or [])
+        self._memo: dict[int, str] = {}
 
     def token_bytes(self, token_id: int) -> bytes:
         if token_id in self.added:
@@ -62,10 +63,19 @@ class TokenPieces:
         return token.replace("\u2581", " ").encode("utf-8")
 
     def pieces(self, ids: list[int]) -> list[str]:
-        return [piece_from_bytes(self.token_bytes(i)) for i in ids]
+        # Memoised per token ID: a 32k-token preview is rebuilt on every keystroke.
+        memo = self._memo
+        out = []
+        for i in ids:
+            piece = memo.get(i)
+            if piece is None:
+                piece = memo[i] = piece_from_bytes(self.token_bytes(i))
+            out.append(piece)
+        return out
 
     def special(self, ids: list[int]) -> list[bool]:
-        return [i in self.special_ids for i in ids]
+        special = self.special_ids
+        return [i in special for i in ids]
 
 
 class ChatTemplateFamily:
@@ -81,6 +91,9 @@ class ChatTemplateFamily:
         self.max_context = max_context
         self._pieces = TokenPieces(tokenizer)
         self._eos_ids = list(eos_ids or [])
+        self._prefix_cache: dict[tuple, str | None] = {}
+        self._head: str | None = None
+        self._vocab_cache: dict[str, int] | None = None
 
     # -- rendering -----------------------------------------------------------
     def _text(self, messages: list[dict], add_generation_prompt: bool) -> str:
@@ -114,18 +127,63 @@ class ChatTemplateFamily:
         return view
 
     def _spans(self, messages, text, offsets, add_generation_prompt) -> list[Span]:
-        """Token ranges per message, from the text length of each prefix render."""
+        """Token ranges per message, from the text length of each prefix render.
+
+        Prefix renders are remembered: while the user types, only the draft
+        (the last message) changes, so each keystroke costs one new render.
+        """
         bounds: list[int] = []
         for k in range(1, len(messages) + 1):
-            try:
-                prefix = self.tokenizer.apply_chat_template(messages[:k], tokenize=False,
-                                                            add_generation_prompt=False)
-            except Exception:
-                prefix = None
+            prefix = self._prefix_text(tuple((m["role"], m["content"]) for m in messages[:k]))
             if prefix is None or not text.startswith(prefix):
                 return self._spans_by_content(messages, text, offsets)
             bounds.append(len(prefix))
-        return _char_bounds_to_spans(messages, bounds, len(text), offsets)
+        framing = self._injected_framing(messages, text, bounds)
+        return _char_bounds_to_spans(messages, bounds, len(text), offsets, framing_end=framing)
+
+    def _injected_framing(self, messages, text, bounds) -> int:
+        """Characters a template writes before the first user turn on its own
+        (a default system prompt, as SmolLM2 and Qwen2.5 do): 0 when none.
+
+        The first message's text is compared with how the same template opens a
+        later user turn; anything before that opening is the template's.
+        """
+        first = messages[0] if messages else None
+        if not first or first["role"] != "user" or not first["content"]:
+            return 0
+        head = self._user_turn_head()
+        content_at = text.find(first["content"], 0, bounds[0])
+        if not head or content_at < 0:
+            return 0
+        opening = text[:content_at]
+        if opening.endswith(head) and len(opening) > len(head):
+            return content_at - len(head)
+        return 0
+
+    def _user_turn_head(self) -> str:
+        if self._head is None:
+            marker = "\u2063llm-tui\u2063"
+            probe = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+            try:
+                before = self.tokenizer.apply_chat_template(probe, tokenize=False)
+                after = self.tokenizer.apply_chat_template(probe + [{"role": "user", "content": marker}], tokenize=False)
+                self._head = after[len(before):after.index(marker)] if after.startswith(before) else ""
+            except Exception:
+                self._head = ""
+        return self._head
+
+    def _prefix_text(self, key: tuple) -> str | None:
+        cached = self._prefix_cache.get(key)
+        if cached is None and key not in self._prefix_cache:
+            try:
+                cached = self.tokenizer.apply_chat_template(
+                    [{"role": r, "content": c} for r, c in key], tokenize=False, add_generation_prompt=False)
+            except Exception:
+                cached = None
+            if len(self._prefix_cache) > 512:
+                self._prefix_cache.clear()
+            self._prefix_cache[key] = cached
+        return cached
 
     def _spans_by_content(self, messages, text, offsets) -> list[Span]:
         """Fallback for templates whose prefixes change (e.g. thinking removed): find contents."""
@@ -145,13 +203,25 @@ class ChatTemplateFamily:
             if self._text(messages, False) == view.text:
                 found.append("the template adds no generation prompt: the model may continue the user's text")
         stops = set(view.stop_ids)
+        specials = [self._pieces.added[i] for i in self._pieces.special_ids if i in self._pieces.added]
+        for index, message in enumerate(messages):
+            typed = sorted({tok for tok in specials if tok and tok in message["content"]})
+            if typed:
+                found.append(f"message #{index} ({message['role']}) contains {', '.join(typed)} as text: "
+                             "the tokenizer turns it into a control token")
+        vocab = self._vocab()
         for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"):
-            tid = self.tokenizer.convert_tokens_to_ids(token) if token in view.text else None
-            if isinstance(tid, int) and tid >= 0 and tid not in stops and tid != self.tokenizer.unk_token_id:
-                found.append(f"end-of-turn token {token} ({tid}) is not in the stop set")
+            tid = vocab.get(token) if token in view.text else None
+            if tid is not None and tid not in stops:
+                found.append(f"end-of-turn token {token} ({tid}) is not in the stop set: replies may run on")
         if self.max_context and len(view.ids) > self.max_context:
             found.append(f"prompt is {len(view.ids)} tokens, over the model's context of {self.max_context}")
         return found
+
+    def _vocab(self) -> dict[str, int]:
+        if self._vocab_cache is None:
+            self._vocab_cache = dict(self.tokenizer.get_vocab())
+        return self._vocab_cache
 
     # -- tokens --------------------------------------------------------------
     def stop_ids(self) -> list[int]:
@@ -168,16 +238,26 @@ class ChatTemplateFamily:
         return self._pieces.pieces(ids)
 
 
-def _char_bounds_to_spans(messages, bounds: list[int], text_len: int, offsets) -> list[Span]:
-    """Turn the end character of each message into token spans."""
+def _char_bounds_to_spans(messages, bounds: list[int], text_len: int, offsets,
+                          framing_end: int = 0) -> list[Span]:
+    """Turn the end character of each message into token spans.
+
+    ``framing_end`` > 0 marks text the template wrote on its own before the
+    first message; it gets a span of its own instead of being counted as the
+    user's.
+    """
     spans: list[Span] = []
     token_ends = [end for _, end in offsets] if offsets else []
-    start_tok, prev_char = 0, 0
+    start_tok = 0
+    if framing_end:
+        start_tok = _first_token_at_or_after(token_ends, framing_end)
+        if start_tok:
+            spans.append(Span(-1, "template default", 0, start_tok))
     for index, (message, end_char) in enumerate(zip(messages, bounds)):
         end_tok = _first_token_at_or_after(token_ends, end_char)
         if end_tok > start_tok:
             spans.append(Span(index, message["role"], start_tok, end_tok))
-        start_tok, prev_char = end_tok, end_char
+        start_tok = end_tok
     if start_tok < len(token_ends):
         spans.append(Span(-1, "generation", start_tok, len(token_ends)))
     return spans

@@ -1,0 +1,304 @@
+"""Quantization: what ``--quant`` asks for, what a checkpoint already is, and how to load it.
+
+``plan_quantization()`` turns a spec and a located checkpoint into a
+:class:`QuantPlan`: the transformers quantization config to pass to
+``from_pretrained`` (bitsandbytes 4/8-bit quantize while loading), or nothing
+when the checkpoint is already quantized (GPTQ, AWQ, a saved bitsandbytes
+model …) and is loaded as it is. Missing packages and impossible combinations
+become one-line errors that name the extra to install or the flag to change.
+
+Nothing here imports torch or transformers until a config has to be built.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import MissingPackageError, ModelLoadError, UsageError
+
+#: Quantize-on-load methods (bitsandbytes).
+BNB_METHODS = ("nf4", "fp4", "int8")
+#: Methods that only load checkpoints quantized beforehand.
+CHECKPOINT_METHODS = ("gptq", "awq")
+
+#: Which pip extra brings the packages a method needs.
+EXTRAS = {"nf4": "bnb", "fp4": "bnb", "int8": "bnb", "bitsandbytes": "bnb", "gptq": "quant", "awq": "quant"}
+
+#: bitsandbytes' 4-bit block size (one fp32 absmax per block).
+BNB_BLOCK = 64
+
+_DTYPE_NAMES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+                "half": "float16", "fp32": "float32", "float32": "float32", "float": "float32"}
+
+
+@dataclass(frozen=True)
+class CheckpointQuant:
+    """How a checkpoint on disk is already quantized (its config.json ``quantization_config``)."""
+
+    method: str  # quant_method as written: "gptq", "awq", "bitsandbytes", "fp8", "gguf", ...
+    bits: float | None
+    group_size: int | None = None
+    detail: str = ""
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def quant_name(self) -> str | None:
+        """The ``--quant`` value that names this format, if there is one."""
+        if self.method in CHECKPOINT_METHODS:
+            return self.method
+        if self.method == "bitsandbytes":
+            if self.raw.get("load_in_8bit") or self.raw.get("_load_in_8bit"):
+                return "int8"
+            return str(self.raw.get("bnb_4bit_quant_type") or "nf4")
+        return None
+
+    @property
+    def loads_quantized(self) -> bool:
+        """False for GGUF: transformers dequantizes GGUF weights to the load dtype."""
+        return self.method != "gguf"
+
+
+@dataclass(frozen=True)
+class QuantPlan:
+    """What the loader passes to ``from_pretrained`` and what the memory estimate assumes."""
+
+    #: "none", a BNB_METHODS value, or the checkpoint's method ("gptq", "awq", "bitsandbytes", ...).
+    method: str = "none"
+    #: A transformers quantization config to pass, or None (none asked, or already in config.json).
+    config: object | None = None
+    #: Set when the checkpoint is already quantized and is loaded as it is.
+    checkpoint: CheckpointQuant | None = None
+    #: Stored bits per quantized linear weight, scales included; None when nothing is quantized.
+    weight_bits: float | None = None
+    double_quant: bool = False
+
+    @property
+    def label(self) -> str:
+        """Short text for the status bar and ``ModelInfo.quant``: "nf4", "int8", "gptq-4bit", "none"."""
+        if self.checkpoint is not None and self.checkpoint.loads_quantized:
+            name = self.checkpoint.quant_name or self.checkpoint.method
+            bits = self.checkpoint.bits
+            if name in CHECKPOINT_METHODS and bits:
+                return f"{name}-{int(bits)}bit"
+            return name
+        if self.method in BNB_METHODS and self.double_quant:
+            return f"{self.method}+dq"
+        return self.method
+
+    @property
+    def quantized(self) -> bool:
+        return self.weight_bits is not None
+
+
+def read_config(path: Path) -> dict:
+    try:
+        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def checkpoint_quantization(path: Path, gguf_file: str | None = None) -> CheckpointQuant | None:
+    """The quantization a checkpoint already has, from config.json (or the GGUF file), or None."""
+    if gguf_file:
+        return CheckpointQuant("gguf", None, detail=f"GGUF file {gguf_file} (dequantized on load)")
+    raw = read_config(path).get("quantization_config")
+    if not isinstance(raw, dict) or not raw:
+        return None
+    method = str(raw.get("quant_method") or "").lower()
+    if not method:
+        method = "bitsandbytes" if any(k in raw for k in ("load_in_4bit", "load_in_8bit")) else "unknown"
+    bits: float | None = None
+    group = raw.get("group_size") or raw.get("q_group_size")
+    if method == "bitsandbytes":
+        if raw.get("load_in_8bit") or raw.get("_load_in_8bit"):
+            bits, detail = 8.0, "bitsandbytes int8"
+        else:
+            bits = 4.0
+            detail = f"bitsandbytes {raw.get('bnb_4bit_quant_type') or 'nf4'}"
+    else:
+        value = raw.get("bits") or raw.get("w_bit") or raw.get("weight_bits")
+        try:
+            bits = float(value) if value is not None else None
+        except (TypeError, ValueError):
+            bits = None
+        if bits is None and "fp8" in method:
+            bits = 8.0
+        detail = method.upper() if method in CHECKPOINT_METHODS else method
+        if bits:
+            detail += f" {int(bits)}-bit"
+        if isinstance(group, int) and group > 0:
+            detail += f", group size {group}"
+    return CheckpointQuant(method, bits, group if isinstance(group, int) else None, detail, raw)
+
+
+def effective_bits(method: str, *, bits: float | None = None, group_size: int | None = None,
+                   double_quant: bool = False) -> float:
+    """Bits one quantized weight really takes in memory, its share of the scales included."""
+    if method in ("nf4", "fp4") or (method == "bitsandbytes" and (bits or 4) == 4):
+        if double_quant:  # 8-bit absmax per block, plus an fp32 per 256 blocks
+            return 4 + 8 / BNB_BLOCK + 32 / (BNB_BLOCK * 256)
+        return 4 + 32 / BNB_BLOCK
+    if method in ("int8", "bitsandbytes"):
+        return 8.0
+    base = float(bits or 4)
+    if group_size and group_size > 0:
+        return base + (16 + base) / group_size  # an fp16 scale and a packed zero per group
+    return base
+
+
+def bnb_compute_dtype(spec, load_dtype):
+    """The dtype bitsandbytes computes in: the spec's choice, else the load dtype."""
+    name = getattr(spec, "bnb_compute_dtype", None)
+    if not name or name == "auto":
+        return load_dtype
+    import torch
+
+    key = _DTYPE_NAMES.get(str(name).lower().replace("torch.", ""))
+    if key is None:
+        raise UsageError(f"bitsandbytes compute dtype '{name}' is not known", "use bf16, fp16 or fp32")
+    return getattr(torch, key)
+
+
+def bnb_config(method: str, compute_dtype, double_quant: bool = False):
+    """A transformers ``BitsAndBytesConfig`` for nf4, fp4 or int8."""
+    from transformers import BitsAndBytesConfig
+
+    if method == "int8":
+        quiet_int8_cast_warning()
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=method,
+                              bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_use_double_quant=bool(double_quant))
+
+
+class _DropCastNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "inputs will be cast" not in str(record.msg)
+
+
+_INT8_LOGGER = "bitsandbytes.autograd._functions"
+
+
+def quiet_int8_cast_warning() -> None:
+    """bitsandbytes logs "inputs will be cast ... to float16" on every int8 matmul with fp32 or
+    bf16 inputs (thousands of stderr lines per reply, across the TUI's screen); drop that one notice."""
+    logger = logging.getLogger(_INT8_LOGGER)
+    if not any(isinstance(f, _DropCastNotice) for f in logger.filters):
+        logger.addFilter(_DropCastNotice())
+
+
+def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
+                      check_packages: bool = True) -> QuantPlan:
+    """Decide how the spec's ``--quant`` applies to this checkpoint; raise one clear line if it cannot.
+
+    ``located`` is a ``loader.Located`` (path and optional GGUF file name).
+    """
+    wanted = getattr(spec, "quant", "none") or "none"
+    double_quant = bool(getattr(spec, "bnb_double_quant", False))
+    label = getattr(spec, "label", str(located.path))
+    existing = checkpoint_quantization(located.path, getattr(located, "gguf_file", None))
+
+    if existing is not None and existing.loads_quantized:
+        name = existing.quant_name
+        if wanted != "none" and wanted != name:
+            fix = "drop --quant to load it as it is" + (f" (or pass --quant {name})" if name else "")
+            raise UsageError(f"'{label}' is already quantized ({existing.detail}); "
+                             f"--quant {wanted} cannot be applied on top of it", fix)
+        if check_packages:
+            require_packages(existing.method, on_gpu=on_gpu, purpose=f"loading '{label}' ({existing.detail})")
+        if name == "int8":
+            quiet_int8_cast_warning()
+        bits = effective_bits(name or existing.method, bits=existing.bits, group_size=existing.group_size,
+                              double_quant=bool(existing.raw.get("bnb_4bit_use_double_quant")))
+        return QuantPlan(method=existing.method, config=None, checkpoint=existing,
+                         weight_bits=bits if existing.bits else None)
+
+    if wanted == "none":
+        return QuantPlan(checkpoint=existing)
+    if existing is not None:  # a GGUF file: transformers refuses a quantization config with gguf_file
+        raise UsageError(f"--quant {wanted} cannot be applied to the GGUF file '{label}' "
+                         "(transformers dequantizes GGUF weights and loads them unquantized)",
+                         "drop --quant and pick a smaller --dtype, or give a safetensors checkpoint to quantize")
+    if wanted in CHECKPOINT_METHODS:
+        raise UsageError(f"--quant {wanted} loads {wanted.upper()} checkpoints, and '{label}' is not one "
+                         "(its config.json has no quantization_config)",
+                         f"give a {wanted.upper()} checkpoint, or use --quant nf4 or int8 to quantize while loading")
+    if check_packages:
+        require_packages(wanted, on_gpu=on_gpu, purpose=f"--quant {wanted}")
+    config = None
+    if load_dtype is not None:
+        config = bnb_config(wanted, bnb_compute_dtype(spec, load_dtype), double_quant)
+    return QuantPlan(method=wanted, config=config, checkpoint=existing,
+                     weight_bits=effective_bits(wanted, double_quant=double_quant), double_quant=double_quant)
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _version(package: str) -> tuple[int, ...]:
+    from importlib import metadata
+
+    try:
+        text = metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return ()
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+#: bitsandbytes releases before this one have no CPU kernels.
+BNB_CPU_SINCE = (0, 46)
+
+
+def require_packages(method: str, *, on_gpu: bool, purpose: str) -> None:
+    """Raise MissingPackageError (naming the extra) or ModelLoadError (naming the device) when unmet."""
+    if method in BNB_METHODS or method == "bitsandbytes":
+        if not _installed("bitsandbytes"):
+            raise MissingPackageError("bitsandbytes", purpose, extra="bnb")
+        if not on_gpu and _version("bitsandbytes") < BNB_CPU_SINCE:
+            have = ".".join(map(str, _version("bitsandbytes")))
+            raise ModelLoadError(f"{purpose} on the CPU needs bitsandbytes >= 0.46 (installed: {have})",
+                                 "run: pip install -U 'llm-tui[bnb]', or use an NVIDIA GPU (--device-map cuda:0)")
+        return
+    if method == "gptq":
+        missing = [name for name in ("gptqmodel", "optimum") if not _installed(name)]
+        if missing:
+            raise MissingPackageError(" and ".join(missing), purpose, extra="quant")
+        return
+    if method == "awq":
+        if not _installed("gptqmodel"):
+            raise MissingPackageError("gptqmodel", purpose, extra="quant")
+        return
+    if "fp8" in method and not on_gpu:
+        raise ModelLoadError(f"{purpose} needs a GPU with FP8 support", "run on a CUDA GPU (--device-map cuda:0)")
+
+
+def explain_error(err: BaseException, plan: QuantPlan, on_gpu: bool) -> tuple[str, str] | None:
+    """(problem, fix) for a quantization failure raised by transformers or a kernel, else None."""
+    text = str(err)
+    lowered = text.lower()
+    method = plan.checkpoint.method if plan.checkpoint is not None else plan.method
+    if method == "none":
+        return None
+    first = text.strip().splitlines()[0][:200] if text.strip() else type(err).__name__
+    if "gpu is required" in lowered or ("cuda" in lowered and not on_gpu and
+                                         ("not available" in lowered or "no cuda" in lowered
+                                          or "compiled with cuda" in lowered)):
+        extra = EXTRAS.get(method, "quant")
+        return (f"{plan.label} needs a CUDA GPU here ({first})",
+                f"run on a machine with an NVIDIA GPU, or install the CPU kernels: pip install 'llm-tui[{extra}]'")
+    if isinstance(err, ImportError) or ("requires" in lowered and "install" in lowered):
+        extra = EXTRAS.get(method, "quant")
+        return (f"{plan.label} needs a package that is missing ({first})", f"run: pip install 'llm-tui[{extra}]'")
+    return None

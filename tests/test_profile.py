@@ -1,0 +1,137 @@
+"""`llm-tui profile`: memory and speed against context length, table, plot and CSV."""
+
+from __future__ import annotations
+
+import csv
+from types import SimpleNamespace
+
+import pytest
+
+from backends import profile
+from backends.errors import UsageError
+
+
+def test_parse_lengths():
+    assert profile.parse_lengths("256, 512,1k,512") == [256, 512, 1024]
+    for bad in ("", "0", "12,abc", "-5"):
+        with pytest.raises(UsageError):
+            profile.parse_lengths(bad)
+
+
+def test_synthetic_prompt_has_exactly_the_length_and_no_special_tokens(demo_handle):
+    tokenizer = demo_handle.tokenizer
+    for length in (1, 7, 300):
+        ids = profile.synthetic_ids(tokenizer, length)
+        assert len(ids) == length
+        assert not set(ids) & set(tokenizer.all_special_ids)
+    assert len(profile.synthetic_ids(None, 50, vocab_size=1000)) == 50
+
+
+class _Borrowed:
+    """The session's default-model handle, lent to the command without letting it unload."""
+
+    def __init__(self, handle):
+        self._handle = handle
+        self.unloaded = False
+
+    def __getattr__(self, name):
+        return getattr(self._handle, name)
+
+    def unload(self):
+        self.unloaded = True
+
+
+def test_profile_command_on_the_default_model_writes_a_linear_kv_column(demo_handle, tmp_path, capsys,
+                                                                        monkeypatch):
+    import backends.engine
+    from tui.cli import main
+
+    borrowed = _Borrowed(demo_handle)
+    monkeypatch.setattr(backends.engine, "open_model", lambda spec, progress=None: borrowed)
+    target = tmp_path / "profile.csv"
+    code = main(["profile", "--lengths", "64,128,256", "--decode-tokens", "2", "--csv", str(target)])
+    assert code == 0
+    with open(target, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for column in ("context_tokens", "peak_bytes", "kv_bytes", "prefill_tok_s", "decode_tok_s"):
+        assert column in rows[0]
+    contexts = [int(r["context_tokens"]) for r in rows]
+    kv = [int(r["kv_bytes"]) for r in rows]
+    assert contexts == [64, 128, 256]
+    assert [k / c for k, c in zip(kv, contexts)] == [46080.0] * 3  # linear, 45 KiB per token
+    assert [int(r["kv_estimate_bytes"]) for r in rows] == kv
+    assert all(int(r["peak_bytes"]) > 300 * 2**20 for r in rows)  # process RSS with the weights
+    assert all(float(r["prefill_tok_s"]) > 0 and float(r["decode_tok_s"]) > 0 for r in rows)
+    shown = capsys.readouterr().out
+    assert "KV cache" in shown and "decode tok/s" in shown and "memory vs context" in shown
+    assert "11.2 MiB" in shown  # the KV cache at 256 tokens
+    assert borrowed.unloaded  # the command gives the model back when it is done
+
+
+def test_profile_rows_for_the_memory_screen(tiny_handle):
+    rows = profile.profile_rows(tiny_handle, [16, 48], decode_tokens=3)
+    assert [r["context_tokens"] for r in rows] == [16, 48]
+    per_token = 2 * 2 * 16 * 2 * 4  # 2 layers x 2 KV heads x head_dim 16 (64 / 4 heads) x K and V x fp32
+    assert [r["kv_bytes"] for r in rows] == [16 * per_token, 48 * per_token]
+    assert all(r["kv_bytes_per_token"] == per_token and r["memory_kind"] == "rss" for r in rows)
+    assert all(r["decode_tokens"] == 3 and r["decode_tok_s"] > 0 for r in rows)
+
+
+def test_lengths_past_the_context_are_refused_before_loading(tiny_model_dir, monkeypatch):
+    import backends.engine
+
+    monkeypatch.setattr(backends.engine, "open_model", lambda *a, **k: pytest.fail("model was loaded"))
+    from backends.spec import ModelSpec
+
+    args = SimpleNamespace(lengths="4096,9000", decode_tokens=32, csv=None)
+    with pytest.raises(UsageError) as caught:
+        profile.run_profile_command(args, ModelSpec(source=str(tiny_model_dir)))
+    assert "past the model's context of 8192 tokens" in str(caught.value)
+    assert "use lengths up to 8160" in str(caught.value)
+
+
+def test_out_of_memory_at_a_length_ends_the_run_with_what_was_measured(tiny_handle):
+    import torch
+
+    class RunsOut(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.config = inner.config
+
+        def get_input_embeddings(self):
+            return self.inner.get_input_embeddings()
+
+        def forward(self, input_ids, **kwargs):
+            if input_ids.shape[1] > 40:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+            return self.inner(input_ids=input_ids, **kwargs)
+
+    handle = SimpleNamespace(model=RunsOut(tiny_handle.model), tokenizer=tiny_handle.tokenizer)
+    rows = profile.profile_rows(handle, [16, 64, 128], decode_tokens=1)
+    assert [r["context_tokens"] for r in rows] == [16, 64]
+    assert rows[-1]["error"] == "out of memory" and "kv_bytes" in rows[0]
+    assert "out of memory" in profile.format_table(rows)
+
+
+def test_table_plot_and_csv_from_rows(tmp_path):
+    rows = [
+        {"context_tokens": c, "peak_bytes": 600 * 2**20 + c * 90_000, "base_bytes": 600 * 2**20,
+         "kv_bytes": c * 46080, "kv_bytes_per_token": 46080.0, "kv_estimate_bytes": c * 46080, "prefill_s": 0.1,
+         "prefill_tok_s": c / 0.1, "decode_tokens": 8, "decode_tok_s": 12.5, "memory_kind": "rss"}
+        for c in (256, 512, 1024, 2048)
+    ]
+    table = profile.format_table(rows)
+    assert table.splitlines()[0].split()[0] == "context" and "2,048" in table and "90.0 MiB" in table
+    chart = profile.plot(rows, width=40, height=8)
+    lines = chart.splitlines()
+    assert len(lines) == 1 + 8 + 2
+    assert lines[1].rstrip().endswith("*")  # the largest value sits on the top line, at the right edge
+    assert "+" in lines[8] and "256" in lines[-1] and "2,048 tokens" in lines[-1]
+    path = profile.write_csv(rows + [{"context_tokens": 4096, "error": "out of memory"}], tmp_path / "a" / "p.csv")
+    text = path.read_text().splitlines()
+    assert text[0].startswith("context_tokens,peak_bytes,base_bytes,kv_bytes") and text[0].endswith(",error")
+    assert text[-1].startswith("4096,") and text[-1].endswith("out of memory")
+    (tmp_path / "blocker").write_text("")
+    with pytest.raises(UsageError, match="cannot write"):
+        profile.write_csv(rows, tmp_path / "blocker" / "p.csv")
