@@ -1,0 +1,131 @@
+"""Switching models in the running app, the model picker, and the remote-code consent screen."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+
+from app_helpers import one_torch_thread, screen_text, send, tiny_pair, wait_for, wait_loaded  # noqa: F401
+
+from tui.app import LlmTuiApp
+from tui.launch import AppSettings
+from tui.models import LoadOptions
+from tui.widgets.chat import Reply
+
+
+def test_switching_models_mid_conversation(tiny_pair):
+    a, b = tiny_pair
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=[str(a), str(b)]))
+        async with app.run_test(size=(140, 40)) as pilot:
+            await wait_loaded(pilot, app)
+            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "6")
+            await send(pilot, app, "hello")
+            assert app.chat.last_reply().model == "tiny-a"
+            handle_a = app.models.slots[0].handle
+
+            await pilot.press("escape")  # leave the input: number keys switch models
+            assert app.focused is app.chat
+            await pilot.press("2")
+            await wait_for(pilot, lambda: app.models.active == 1 and app.models.loading is None)
+            assert app.models.slots[0].handle is None  # unloaded (no --keep-loaded)
+            assert handle_a.model is None
+            assert app.status.info.model == "tiny-b"
+            handle_b = app.models.handle
+            # The inspector re-renders the same conversation for the new model.
+            expected = handle_b.render(app.conversation.copy_messages()).ids
+            await wait_for(pilot, lambda: app.inspector.view is not None and app.inspector.view.ids == expected)
+
+            await send(pilot, app, "and now?")
+            replies = list(app.chat.query(Reply))
+            assert [r.model for r in replies] == ["tiny-a", "tiny-b"]
+            assert [m["role"] for m in app.conversation.messages] == ["user", "assistant", "user", "assistant"]
+            stored = app.recorder.store.load_conversation(app.recorder.conversation_id)
+            assert [m.model for m in stored.messages if m.role == "assistant"] == ["tiny-a", "tiny-b"]
+            assert stored.model == "tiny-b" and stored.meta["family"] == handle_b.info.family
+
+            await pilot.press("f2")  # the picker: 1-9 pick directly
+            assert type(app.screen).__name__ == "ModelPicker"
+            await pilot.pause(0.2)
+            assert "tiny-a" in screen_text(app) and "active" in screen_text(app)
+            await pilot.press("1")
+            await wait_for(pilot, lambda: app.models.active == 0 and app.models.loading is None)
+            assert app.models.slots[1].handle is None
+
+    asyncio.run(scenario())
+
+
+def test_keep_loaded_keeps_both_models(tiny_pair):
+    a, b = tiny_pair
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=[str(a), str(b)], keep_loaded=True))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot, app)
+            await pilot.press("alt+2")  # works while typing
+            await wait_for(pilot, lambda: app.models.active == 1 and app.models.loading is None)
+            assert app.models.slots[0].handle is not None and app.models.slots[0].handle.model is not None
+            await pilot.press("alt+1")
+            await wait_for(pilot, lambda: app.models.active == 0)
+            await command_model(pilot, app, "/model 2")
+            assert app.models.active == 1
+
+    asyncio.run(scenario())
+
+
+async def command_model(pilot, app, text):
+    app.input.load_text(text)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.models.loading is None)
+
+
+def test_a_model_that_fails_to_load_leaves_the_app_running(tiny_pair, tmp_path):
+    missing = tmp_path / "no-such-model"
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=[str(missing), str(tiny_pair[0])]))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.models.loading is None and app._notifications)
+            messages = [n.message for n in app._notifications]
+            assert any("does not exist" in m for m in messages), messages
+            assert app.models.handle is None
+            app.input.load_text("hello")
+            await pilot.press("enter")  # refused with one line, the text stays
+            assert app.input.text == "hello"
+            await pilot.press("alt+2")
+            await wait_loaded(pilot, app)
+            assert app.status.info.model == "tiny-a"
+
+    asyncio.run(scenario())
+
+
+def test_remote_code_asks_first_then_loads_with_consent(tmp_path):
+    from remote_standins import make_tinyqwen_dir
+
+    folder = make_tinyqwen_dir(tmp_path / "tinyqwen")
+    py_files = sorted(folder.glob("*.py"))
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=[str(folder)], options=LoadOptions()))
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ConsentScreen")
+            await pilot.pause(0.2)
+            text = screen_text(app)
+            for path in py_files:
+                assert path.name in text
+                assert hashlib.sha256(path.read_bytes()).hexdigest() in text
+                assert f"{path.stat().st_size:,} bytes" in text
+            assert app.models.handle is None
+            await pilot.press("n")
+            await pilot.pause()
+            assert app.models.handle is None and "not allowed" in screen_text(app)
+
+            await pilot.press("alt+1")  # ask again, and allow it this time
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ConsentScreen")
+            await pilot.press("y")
+            await wait_loaded(pilot, app)
+            assert app.models.current.spec.trust_remote_code
+            assert app.status.info.family == "qwen"
+
+    asyncio.run(scenario())

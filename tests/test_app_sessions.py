@@ -1,0 +1,224 @@
+"""Conversations are saved as they happen: kill -9 and hang-up mid-reply, --resume, the sessions screen."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from app_helpers import one_torch_thread, command, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
+
+from backends.paths import data_dir
+from backends.store import Store
+from tui.app import LlmTuiApp
+from tui.launch import AppSettings
+from tui.widgets.chat import Reply, UserMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class TerminalApp:
+    """``llm-tui MODEL`` running in a pseudo-terminal, as over SSH."""
+
+    def __init__(self, *args: str) -> None:
+        master, slave = os.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
+        self.process = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdin=slave, stdout=slave,
+                                        stderr=slave, cwd=ROOT, env=env, start_new_session=True)
+        os.close(slave)
+        self.master = master
+        self.output = bytearray()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.output += chunk
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(10)
+        try:
+            os.close(self.master)
+        except OSError:
+            pass
+
+
+def long_reply_config() -> None:
+    from backends.paths import config_dir
+
+    config_dir().mkdir(parents=True, exist_ok=True)
+    (config_dir() / "config.toml").write_text("[defaults]\nmax_new_tokens = 100000\ntemperature = 0\n")
+
+
+def wait_until(predicate, timeout: float, what: str, app: TerminalApp) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if app.process.poll() is not None or time.monotonic() > deadline:
+            tail = bytes(app.output[-2000:]).decode("utf-8", "replace")
+            raise AssertionError(f"{what}: exit code {app.process.poll()}; terminal tail: {tail!r}")
+        time.sleep(0.2)
+
+
+def stored_reply(db: Path):
+    """The last assistant message saved, or None."""
+    if not db.exists():
+        return None
+    with Store(db) as store:
+        conv_id = store.latest_conversation_id()
+        if conv_id is None:
+            return None
+        messages = store.load_conversation(conv_id).messages
+    replies = [m for m in messages if m.role == "assistant"]
+    return replies[-1] if replies else None
+
+
+def start_a_long_reply(model: Path) -> TerminalApp:
+    long_reply_config()
+    db = data_dir() / "llm-tui.sqlite3"
+    app = TerminalApp(str(model))
+    wait_until(lambda: b"model 1:" in app.output, 120, "the model did not load", app)
+    app.type("tell me everything")
+    time.sleep(0.5)
+    app.type("\r")
+    wait_until(lambda: stored_reply(db) is not None, 30, "the message was never sent", app)
+    wait_until(lambda: len(stored_reply(db).content) > 20, 60, "no partial reply was saved", app)
+    return app
+
+
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="needs a pseudo-terminal")
+def test_resume_after_the_app_was_killed_mid_reply(tiny_long_model_dir):
+    app = start_a_long_reply(tiny_long_model_dir)
+    try:
+        app.process.send_signal(signal.SIGKILL)
+        app.process.wait(10)
+    finally:
+        app.close()
+    saved = stored_reply(data_dir() / "llm-tui.sqlite3")
+    assert saved.status == "partial" and saved.content
+
+    async def scenario():
+        resumed = LlmTuiApp(AppSettings(models=[str(tiny_long_model_dir)], resume="latest"))
+        async with resumed.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot, resumed)
+            reply = resumed.chat.last_reply()
+            assert reply.text == saved.content and reply.status == "partial"
+            assert [type(w).__name__ for w in resumed.chat.children if isinstance(w, (UserMessage, Reply))] == \
+                ["UserMessage", "Reply"]
+            assert "interrupted" in screen_text(resumed)
+            assert resumed.conversation.messages[-1] == {"role": "assistant", "content": saved.content}
+            await resumed.action_regenerate()  # carries on: the partial reply is replaced
+            await wait_for(pilot, lambda: resumed.turn is not None and resumed.turn.reply.n_tokens > 0)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: resumed.turn is None)
+            assert len(resumed.chat.query(Reply)) == 1
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="needs SIGHUP")
+def test_hang_up_saves_the_partial_reply_and_exits(long_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(), handles={0: long_handle})
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot, app)
+            app.params = app.params.with_value("max_new_tokens", "100000")
+            app.input.load_text("keep going")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: app.turn is not None and app.turn.reply.n_tokens >= 10)
+            db, msg_id = app.recorder.store.path, app.turn.message_id
+            os.kill(os.getpid(), signal.SIGHUP)  # what the terminal sends when SSH drops
+            await wait_for(pilot, lambda: not app.is_running, timeout=20)
+        assert app.return_code == 129
+        return db, msg_id
+
+    db, msg_id = asyncio.run(scenario())
+    with Store(db) as store:
+        saved = [m for m in store.load_conversation(store.latest_conversation_id()).messages if m.id == msg_id][0]
+    assert saved.status == "stopped" and saved.content
+
+
+def test_sessions_screen_reopens_a_conversation_and_exports(tiny_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(), handles={0: tiny_handle})
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_loaded(pilot, app)
+            await command(pilot, app, "/set temperature 0")
+            await command(pilot, app, "/set max_new_tokens 5")
+            await send(pilot, app, "the first conversation")
+            first = app.recorder.conversation_id
+            await pilot.press("ctrl+n")
+            await send(pilot, app, "the second conversation")
+            assert app.recorder.conversation_id != first
+
+            await pilot.press("f3")
+            await pilot.pause(0.2)
+            assert type(app.screen).__name__ == "SessionsScreen"
+            assert "the first conversation" in screen_text(app)
+            await pilot.press("down", "enter")  # newest first: the second row is the first chat
+            await pilot.pause()
+            assert app.recorder.conversation_id == first
+            assert [m["content"] for m in app.conversation.messages if m["role"] == "user"] == \
+                ["the first conversation"]
+
+            target = Path(app.recorder.store.path).parent / "out.json"
+            app.input.load_text(f"/save json {target}")
+            await pilot.press("enter")
+            await pilot.pause()
+            data = json.loads(target.read_text())
+            assert data["messages"][0]["content"] == "the first conversation"
+            assert data["messages"][1]["stats"]["new_tokens"] == 5
+            assert data["params"]["temperature"] == 0
+            md = Path(app.recorder.store.path).parent / "out.md"
+            app.input.load_text(f"/save {md}")
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "the first conversation" in md.read_text()
+
+    asyncio.run(scenario())
+
+
+def test_recorder_keeps_the_store_in_step_with_the_chat(tmp_path):
+    from tui.session import Recorder
+
+    recorder = Recorder(Store(tmp_path / "db.sqlite3"))
+    recorder.configure(system="sys", params={"temperature": 0.0}, model="m1", meta={"family": "x"})
+    recorder.add("user", "one")
+    empty = recorder.add("assistant", "", status="partial")
+    recorder.drop(empty)  # stopped before its first token: not kept, as in the chat
+    recorder.add("user", "two")
+    reply = recorder.add("assistant", "", status="partial")
+    recorder.checkpoint(reply, "par")
+    recorder.finish(reply, "partial answer", "stopped")
+    recorder.checkpoint(reply, "par")  # a late checkpoint never undoes the end
+    recorder.configure(model="m2", meta={"family": "y"})  # written with the next message
+    stored = recorder.store.load_conversation(recorder.conversation_id)
+    assert [(m.role, m.content, m.status) for m in stored.messages] == [
+        ("user", "one", "complete"), ("user", "two", "complete"), ("assistant", "partial answer", "stopped")]
+    assert stored.model == "m1" and stored.system == "sys"
+    recorder.truncate(2)  # regenerate: drop the reply
+    recorder.add("assistant", "again", model="m2")
+    stored = recorder.store.load_conversation(recorder.conversation_id)
+    assert [m.content for m in stored.messages] == ["one", "two", "again"]
+    assert stored.model == "m2" and stored.meta == {"family": "y"}

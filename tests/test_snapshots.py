@@ -1,0 +1,148 @@
+"""SVG snapshots of the main screens at 80x24 and 160x48 (pytest-textual-snapshot).
+
+Everything on screen is fixed: the conversation comes from a saved session with
+fixed stats and timestamps, the model is a tiny one in a folder with a fixed
+name, the meter is paused and shown a fixed sample, the cursor does not blink.
+Update with: pytest tests/test_snapshots.py --snapshot-update
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+import pytest
+from app_helpers import one_torch_thread, snap_model_dir, wait_for  # noqa: F401
+
+from backends.paths import data_dir
+from backends.store import Store
+from backends.telemetry import Sample
+from tui.app import LlmTuiApp
+from tui.launch import AppSettings
+from tui.worker import CodeFile
+
+SIZES = [(80, 24), (160, 48)]
+REPLY = """Use slicing or `reversed()`:
+
+```python
+items = [1, 2, 3]
+print(items[::-1])       # [3, 2, 1]
+print(list(reversed(items)))
+```
+
+Slicing makes a copy; `items.reverse()` reverses in place."""
+STATS = {"prompt_tokens": 42, "new_tokens": 57, "ttft_s": 0.061, "decode_tok_s": 212.4, "total_s": 0.33,
+         "peak_memory_bytes": None, "memory_kind": "rss", "stop_reason": "eos"}
+FIXED_TIME = 1767225600.0  # 2026-01-01 00:00 UTC
+
+
+@pytest.fixture(scope="module")
+def snap_handle(snap_model_dir):
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+
+    return open_model(ModelSpec(source=str(snap_model_dir)))
+
+
+@pytest.fixture
+def saved_chats(monkeypatch):
+    """Two saved conversations with fixed content and times."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    path = data_dir() / "llm-tui.sqlite3"
+    with Store(path) as store:
+        old = store.new_conversation("tiny-chat", None, {"temperature": 0.7})
+        store.add_message(old, "user", "Write a haiku about tokenizers")
+        store.add_message(old, "assistant", "Bytes become pieces,\nmerges learned from the corpus,\nids march in a row.",
+                          model="tiny-chat", stats=STATS)
+        new = store.new_conversation("tiny-chat", "You are a concise Python tutor.", {"temperature": 0.0})
+        store.add_message(new, "user", "How do I reverse a list in Python?")
+        store.add_message(new, "assistant", REPLY, model="tiny-chat", stats=STATS)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE conversations SET created = ?, updated = ? + id * 3600", (FIXED_TIME, FIXED_TIME))
+        db.execute("UPDATE messages SET created = ?", (FIXED_TIME,))
+    yield
+    monkeypatch.delenv("TZ")
+    time.tzset()
+
+
+def fixed_sample() -> Sample:
+    return Sample(t=0.0, gpus=(), torch_allocated=None, torch_reserved=None, torch_peak=None,
+                  rss=612 * 2**20, sys_ram_used=5 * 2**30, sys_ram_total=16 * 2**30, cpu_percent=37.0)
+
+
+def make_app(snap_handle, models=None) -> LlmTuiApp:
+    return LlmTuiApp(AppSettings(models=models or [], resume="latest", frozen=True), handles={0: snap_handle})
+
+
+async def settle(pilot, draft: str = "And for a tuple?") -> None:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.models.handle is not None)
+    app.input.load_text(draft)
+    await wait_for(pilot, lambda: app.inspector.view is not None and app.input.text == draft
+                   and app.status.info.context_used == len(app.inspector.view.ids))
+    for _ in range(3):
+        app.meter.feed(fixed_sample(), "no NVIDIA GPU: NVML library not found")
+    await pilot.pause(0.1)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_main_screen(snap_compare, snap_handle, saved_chats, size):
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=settle)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_help_screen(snap_compare, snap_handle, saved_chats, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.chat.focus()
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_model_picker(snap_compare, snap_handle, saved_chats, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("f2")
+        await pilot.pause(0.1)
+
+    app = make_app(snap_handle, models=["tiny-chat", "qwen-7b-int4", "/models/glm-4-9b-chat"])
+    assert snap_compare(app, terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_consent_screen(snap_compare, snap_handle, saved_chats, size):
+    files = [CodeFile("configuration_qwen.py", 2_361, "5f0c4a8d" * 8),
+             CodeFile("modeling_qwen.py", 55_479, "0be21d9c" * 8),
+             CodeFile("tokenization_qwen.py", 9_618, "c4d9a7e1" * 8)]
+
+    async def run_before(pilot):
+        from tui.screens.consent import ConsentScreen
+
+        await settle(pilot)
+        pilot.app.push_screen(ConsentScreen("Qwen-7B-Chat", "/models/Qwen-7B-Chat", files))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sessions_screen(snap_compare, snap_handle, saved_chats, size):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("f3")
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
+
+
+def test_zoomed_inspector_when_narrow(snap_compare, snap_handle, saved_chats):
+    async def run_before(pilot):
+        await settle(pilot)
+        await pilot.press("f5")  # too narrow for side panes: F5 shows the inspector full screen
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=(80, 24), run_before=run_before)

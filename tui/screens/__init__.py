@@ -1,0 +1,1 @@
+"""Screens pushed over the chat: help, model picker, remote-code consent, sessions, memory plot."""

@@ -1,0 +1,83 @@
+"""The model picker (F2): models from the command line, config aliases, the HF cache, the default."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import OptionList, Static
+from textual.widgets.option_list import Option
+
+from backends.sanitize import visible_text
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str  # what selecting it loads (a MODEL argument)
+    detail: str
+    kind: str  # "slot", "default", "alias", "hf-cache"
+    state: str = ""  # "active", "loaded", "loading", "failed"
+
+
+class ModelPicker(ModalScreen[str | None]):
+    """Returns the chosen MODEL name, or None."""
+
+    BINDINGS = [
+        Binding("escape", "dismiss(None)", "Close", id="picker.close"),
+        *[Binding(str(n), f"pick({n})", f"Model {n}", show=False, id=f"picker.pick-{n}") for n in range(1, 10)],
+    ]
+
+    def __init__(self, entries: list[Entry], *, with_catalog: bool = True) -> None:
+        super().__init__()
+        self.entries = list(entries)
+        self.with_catalog = with_catalog
+
+    def compose(self):
+        with Vertical(id="picker-body") as body:
+            body.border_title = "Models — Enter or 1-9 loads, Esc closes"
+            yield OptionList(*[self._option(i, e) for i, e in enumerate(self.entries)], id="picker-list")
+            yield Static(Content("looking for more models…" if self.with_catalog else ""), id="picker-note")
+
+    def on_mount(self) -> None:
+        if self.with_catalog:
+            self.find_models()
+
+    def _option(self, index: int, entry: Entry) -> Option:
+        number = f"{index + 1}" if index < 9 else " "
+        state = f" [{entry.state}]" if entry.state else ""
+        prompt = Content.assemble((f"{number:>2} ", "bold $accent"), (visible_text(entry.name), "bold"),
+                                  (state, "italic"), "\n   ", (visible_text(entry.detail), "dim"))
+        return Option(prompt, id=f"entry-{index}")
+
+    @work(thread=True, exit_on_error=False, group="catalog")
+    def find_models(self) -> list[Entry]:
+        from backends.catalog import list_models
+
+        return [Entry(e.name, e.detail, e.kind) for e in list_models()]
+
+    def on_worker_state_changed(self, event) -> None:
+        from textual.worker import WorkerState
+
+        note = self.query_one("#picker-note", Static)
+        if event.state == WorkerState.SUCCESS:
+            known = {e.name for e in self.entries}
+            fresh = [e for e in event.worker.result if e.name not in known]
+            options = self.query_one(OptionList)
+            for entry in fresh:
+                self.entries.append(entry)
+                options.add_option(self._option(len(self.entries) - 1, entry))
+            note.update(Content(""))
+        elif event.state == WorkerState.ERROR:
+            note.update(Content(f"could not list the model cache: {event.worker.error}"))
+
+    @on(OptionList.OptionSelected)
+    def chosen(self, event: OptionList.OptionSelected) -> None:
+        self.dismiss(self.entries[event.option_index].name)
+
+    def action_pick(self, number: int) -> None:
+        if number <= len(self.entries):
+            self.dismiss(self.entries[number - 1].name)

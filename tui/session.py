@@ -1,0 +1,146 @@
+"""Keeps the open conversation saved as it happens, through backends.store.
+
+The recorder knows the database ids of the conversation and of each of its
+messages, in the order of the chat (the system prompt is stored on the
+conversation, not as a message). Writes go straight to SQLite; the store is
+thread-safe, so a streaming reply can be saved from the generation worker.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from backends.store import Store
+
+_UNSET: object = object()
+
+
+class Recorder:
+    def __init__(self, store: Store | None) -> None:
+        self.store = store
+        self.conversation_id: int | None = None
+        self.message_ids: list[int] = []  # one per non-system message, in order
+        self._lock = threading.Lock()
+        self._finished: set[int] = set()  # replies whose end is saved: no more checkpoints
+        self._pending_model: dict = {}  # model and meta to write with the next message
+        self._system: str | None = None
+        self._params: dict = {}
+        self._model: str | None = None
+        self._meta: dict = {}
+
+    # -- conversation ---------------------------------------------------------
+
+    def configure(self, *, system: object = _UNSET, params: object = _UNSET,
+                  model: object = _UNSET, meta: object = _UNSET) -> None:
+        """What the next conversation starts with.
+
+        The open conversation gets a new system prompt or parameters at once; a new
+        model is written with the next message, when the model is really used.
+        """
+        now, later = {}, {}
+        for name, value in (("system", system), ("params", params), ("model", model), ("meta", meta)):
+            if value is not _UNSET:
+                setattr(self, "_" + name, value)
+                (later if name in ("model", "meta") else now)[name] = value
+        self._pending_model.update(later)
+        if self.store is not None and self.conversation_id is not None and now:
+            self.store.update_conversation(self.conversation_id, **now)
+
+    def _ensure(self) -> int | None:
+        if self.store is None:
+            return None
+        if self.conversation_id is None:
+            self.conversation_id = self.store.new_conversation(
+                self._model, self._system, self._params, meta=self._meta)
+            self.message_ids = []
+        elif self._pending_model:
+            self.store.update_conversation(self.conversation_id, **self._pending_model)
+        self._pending_model = {}
+        return self.conversation_id
+
+    def new(self) -> None:
+        """The next message starts a new stored conversation."""
+        self.conversation_id = None
+        self.message_ids = []
+
+    def open(self, conv_id: int):
+        """Load a stored conversation and continue recording into it."""
+        stored = self.store.load_conversation(conv_id)
+        messages = [m for m in stored.messages if m.role != "system"]
+        if messages and not messages[-1].content:  # killed before the reply's first words were saved
+            self.store.delete_messages_after(stored.id, messages[-1].position - 1)
+            stored = self.store.load_conversation(conv_id)
+            messages = messages[:-1]
+        self.conversation_id = stored.id
+        self.message_ids = [m.id for m in messages]
+        self._system, self._params = stored.system, dict(stored.params)
+        if (self._model, self._meta) != (stored.model, stored.meta):
+            self._pending_model = {"model": self._model, "meta": self._meta}  # the model now open
+        return stored
+
+    # -- messages ---------------------------------------------------------------
+
+    def add(self, role: str, content: str, *, status: str = "complete", model: str | None = None) -> int | None:
+        conv = self._ensure()
+        if conv is None:
+            return None
+        msg_id = self.store.add_message(conv, role, content, status=status, model=model)
+        self.message_ids.append(msg_id)
+        return msg_id
+
+    def checkpoint(self, msg_id: int | None, text: str) -> None:
+        """Save the reply so far; called from the generation worker."""
+        if self.store is None or msg_id is None:
+            return
+        with self._lock:
+            if msg_id in self._finished:
+                return
+            try:
+                self.store.update_message(msg_id, content=text, status="partial")
+            except Exception:
+                pass  # a missed checkpoint must not end the reply; the next one or the end saves it
+
+    def finish(self, msg_id: int | None, text: str, status: str, done=None) -> None:
+        if self.store is None or msg_id is None:
+            return
+        extra = {}
+        if done is not None:
+            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason},
+                     "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids}
+        with self._lock:
+            self._finished.add(msg_id)
+            self.store.update_message(msg_id, content=text, status=status, **extra)
+
+    def drop(self, msg_id: int | None) -> None:
+        """Forget a reply that ended with no text (it is the last message)."""
+        if self.store is None or msg_id is None or msg_id not in self.message_ids:
+            return
+        with self._lock:
+            self._finished.add(msg_id)
+        self.truncate(self.message_ids.index(msg_id))
+
+    def truncate(self, keep: int) -> None:
+        """Drop every stored message after the first ``keep`` ones (regenerate, edit, clear)."""
+        if self.store is None or self.conversation_id is None:
+            return
+        self.store.delete_messages_after(self.conversation_id, keep - 1)
+        del self.message_ids[keep:]
+
+    # -- exports ----------------------------------------------------------------
+
+    def export(self, formats: tuple[str, ...], path: str | None, folder: Path) -> list[Path]:
+        if self.store is None or self.conversation_id is None:
+            return []
+        written = []
+        for fmt in formats:
+            target = Path(path).expanduser() if path else folder / f"conversation-{self.conversation_id}.{fmt}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if fmt == "md":
+                target.write_text(self.store.export_markdown(self.conversation_id), encoding="utf-8")
+            else:
+                data = self.store.export_json(self.conversation_id)
+                target.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            written.append(target)
+        return written

@@ -1,0 +1,1 @@
+"""Widgets of the main screen: chat, input, status bar, inspector and meter."""

@@ -1,0 +1,199 @@
+"""The chat log: user messages, streamed replies (one Markdown each) and one-line notices.
+
+Model text is passed through ``visible_text`` before it reaches a widget, so
+escape sequences show as ␛ and are never sent to the terminal; it goes into
+Markdown or ``Content`` objects, never into console markup.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.widgets import Markdown, Static
+
+from backends.sanitize import visible_text
+
+#: Longer user messages are shown cut (the model still gets all of it), so a
+#: huge paste cannot stall the screen.
+SHOWN_CHARS = 20_000
+
+#: Streamed text reaches the screen at most this often …
+MIN_FLUSH_INTERVAL = 0.05
+#: … and less often when drawing costs more than this share of the UI thread's
+#: time. A thread that holds the GIL slows generation by about as much, so the
+#: screen's share is kept small; the cost is measured, not guessed.
+UI_SHARE = 0.03
+
+_FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
+
+
+def shown(text: str, limit: int | None = SHOWN_CHARS) -> str:
+    safe = visible_text(text)
+    if limit is not None and len(safe) > limit:
+        return safe[:limit] + f"\n… ({len(safe) - limit:,} more characters not shown)"
+    return safe
+
+
+def last_code_block(text: str) -> str | None:
+    blocks = _FENCE.findall(text)
+    return blocks[-1][1] if blocks else None
+
+
+def stats_line(model: str | None, stats: dict | None, stop_reason: str | None) -> str:
+    parts = [model] if model else []
+    stats = stats or {}
+    if stats.get("new_tokens") is not None:
+        parts.append(f"{stats['new_tokens']} tokens")
+    if stats.get("ttft_s") is not None:
+        parts.append(f"TTFT {stats['ttft_s'] * 1000:.0f} ms")
+    if stats.get("decode_tok_s"):
+        parts.append(f"{stats['decode_tok_s']:.1f} tok/s")
+    if stop_reason:
+        parts.append({"eos": "done", "length": "hit max_new_tokens"}.get(stop_reason, stop_reason))
+    return " · ".join(parts)
+
+
+class UserMessage(Static):
+    def __init__(self, text: str) -> None:
+        super().__init__(Content(shown(text)), classes="message user")
+        self.text = text
+
+
+class Notice(Static):
+    """One line of feedback: a bad command, a saved file, an error."""
+
+    def __init__(self, text: str, *, error: bool = False) -> None:
+        super().__init__(Content(visible_text(text)), classes="notice -error" if error else "notice")
+
+
+class Reply(Vertical):
+    """One assistant reply: a Markdown fed by a MarkdownStream while it streams."""
+
+    def __init__(self, model: str, text: str = "", *, status: str | None = None,
+                 stats: dict | None = None) -> None:
+        super().__init__(classes="message reply")
+        self.model = model
+        self.text = text
+        self.status = status
+        self._stream = None
+        self._pending: list[str] = []
+        self._last_flush: tuple[float, float] | None = None  # (wall, UI thread CPU) at the last flush
+        self._flush_timer = None
+        self.flush_interval = MIN_FLUSH_INTERVAL  # seconds between screen updates, kept within UI_SHARE
+        self._markdown = Markdown(shown(text, None) if text else None, open_links=False)
+        self._stats = Static(classes="stats")
+        self._initial_stats = stats
+        self.n_tokens = 0
+
+    def compose(self):
+        yield self._markdown
+        yield self._stats
+
+    def on_mount(self) -> None:
+        if self.status is None:
+            self.set_stats(f"{self.model} · generating…")
+            self.add_class("-streaming")
+        else:
+            self._show_end(self.status, self._initial_stats, self._initial_stats.get("stop_reason")
+                           if self._initial_stats else None)
+
+    def set_stats(self, text: str) -> None:
+        self._stats.update(Content(visible_text(text)))
+
+    async def write(self, delta: str, n_tokens: int) -> bool:
+        """Take streamed text; returns True when it was put on screen now."""
+        self.text += delta
+        self.n_tokens += n_tokens
+        self._pending.append(visible_text(delta))
+        wait = 0.0
+        if self._last_flush is not None:
+            wall, cpu = self._last_flush
+            # What the UI thread spent since the last update (drawing it included) sets the pace.
+            self.flush_interval = max(MIN_FLUSH_INTERVAL, (time.thread_time() - cpu) / UI_SHARE)
+            wait = wall + self.flush_interval - time.perf_counter()
+        if wait > 0:
+            if self._flush_timer is None:
+                self._flush_timer = self.set_timer(wait, self._flush)
+            return False
+        await self._flush()
+        return True
+
+    async def _flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._last_flush = (time.perf_counter(), time.thread_time())
+        if self._stream is None:
+            self._stream = Markdown.get_stream(self._markdown)
+        await self._stream.write(text)
+
+    async def finish(self, text: str, status: str, stats: dict | None, stop_reason: str | None) -> None:
+        """End of the reply: one full update puts back what streaming may have missed (code fences)."""
+        if self._flush_timer is not None:
+            self._flush_timer.stop()
+            self._flush_timer = None
+        self._pending.clear()
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.text = text
+        await self._markdown.update(shown(text, None))
+        self._show_end(status, stats, stop_reason)
+
+    def _show_end(self, status: str, stats: dict | None, stop_reason: str | None) -> None:
+        self.status = status
+        self.remove_class("-streaming")
+        line = stats_line(self.model, stats, stop_reason if status == "complete" else None)
+        if self.text and not self.text.strip():
+            line += f" · the reply is only whitespace ({len(self.text)} characters)"
+        if status in ("stopped", "partial"):
+            line += " · stopped" if status == "stopped" else " · interrupted"
+            self.add_class("-stopped")
+        elif status == "error":
+            self.add_class("-error")
+        self.set_stats(line)
+
+
+class ChatLog(VerticalScroll, can_focus=True):
+    """The conversation; stays pinned to the bottom while a reply streams."""
+
+    def add_user(self, text: str) -> UserMessage:
+        message = UserMessage(text)
+        self.mount(message)
+        self.anchor()
+        return message
+
+    async def add_reply(self, model: str, text: str = "", *, status: str | None = None,
+                        stats: dict | None = None) -> Reply:
+        reply = Reply(model, text, status=status, stats=stats)
+        await self.mount(reply)  # mounted before the first tokens are written to it
+        self.anchor()
+        return reply
+
+    def add_notice(self, text: str, *, error: bool = False) -> Notice:
+        notice = Notice(text, error=error)
+        self.mount(notice)
+        self.anchor()
+        return notice
+
+    def last_reply(self) -> Reply | None:
+        replies = self.query(Reply)
+        return replies.last() if replies else None
+
+    async def remove_from_last(self, kind: type) -> None:
+        """Remove the last message of ``kind`` and everything after it."""
+        children = list(self.children)
+        for index in range(len(children) - 1, -1, -1):
+            if isinstance(children[index], kind):
+                await self.remove_children(children[index:])
+                return
+
+    async def clear(self) -> None:
+        await self.remove_children()
