@@ -60,3 +60,37 @@ def test_glm4_prompt_starts_with_its_prefix_tokens(native_dir):
         assert view.text.startswith("Be brief.<|im_start|>user\n")
     else:
         assert view.text.endswith("<|im_start|>assistant\n")
+
+
+def test_streams_through_the_app_with_the_check_mark(native_dir):
+    """The same tiny checkpoint driven through the real app: the inspector's
+    verdict after sending is ✓ (captured IDs == preview)."""
+    import asyncio
+
+    from app_helpers import send, wait_for, wait_loaded
+
+    from backends.engine import open_model
+    from backends.spec import ModelSpec
+    from tui.app import LlmTuiApp
+    from tui.launch import AppSettings
+
+    kind, path = native_dir
+    handle = open_model(ModelSpec(source=str(path)))
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(), handles={0: handle})
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_loaded(pilot, app)
+            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "8")
+            await send(pilot, app, "Hello 你好 👋")
+            done = app.timings[-1].done
+            assert done.stop_reason in ("eos", "length")
+            await wait_for(pilot, lambda: app.inspector.verdict is not None)
+            assert app.inspector.verdict is True
+            assert app.inspector.view.family == kind
+            assert done.captured_ids == app.inspector.view.captured
+            # the status bar shows the KV cache of the context and how much more fits
+            assert app.status.info.kv.startswith("KV ") and "more tok fit" in app.status.info.kv
+
+    asyncio.run(scenario())
+    handle.unload()

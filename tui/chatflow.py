@@ -97,6 +97,7 @@ class ChatFlow:
 
     def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
         try:
+            self._warn_about_memory(handle, messages, params)
             generation = handle.stream(messages, params, stop_event=turn.stop_event)
             result = pump_generation(generation, self.post_message, turn.index,
                                      checkpoint=partial(self.recorder.checkpoint, turn.message_id),
@@ -105,6 +106,33 @@ class ChatFlow:
             return result
         finally:
             turn.finished.set()
+
+    def _warn_about_memory(self, handle, messages: list[dict], params: SamplingParams) -> None:
+        """Before a turn (in the worker): say so when its KV cache would not fit in free memory."""
+        from backends.memory import check_turn
+
+        try:
+            prompt_tokens = len(handle.render(messages, max_new_tokens=params.max_new_tokens).ids)
+            verdict = check_turn(handle, prompt_tokens, params.max_new_tokens)
+        except Exception:  # an estimate must never stop a turn
+            return
+        if verdict.level != "ok":
+            severity = "error" if verdict.level == "refuse" else "warning"
+            self.call_from_thread(self.notify, verdict.line, severity=severity, timeout=12)
+
+    def _context_projection(self, context_tokens: int) -> str:
+        from backends.memory import context_projection
+        from backends.telemetry import format_bytes
+
+        handle = self.models.handle
+        try:
+            projection = context_projection(handle, context_tokens)
+        except Exception:
+            return ""
+        text = f"KV {format_bytes(projection.kv_bytes)}"
+        if projection.tokens_that_fit is not None:
+            text += f" · ~{projection.tokens_that_fit:,} more tok fit"
+        return text
 
     async def on_tokens_arrived(self, message: TokensArrived) -> None:
         turn = self.turn
@@ -132,7 +160,8 @@ class ChatFlow:
             self.chat.add_notice(done.error, error=True)
         s = done.stats
         context = s.prompt_tokens + s.new_tokens
-        self.status.set(state="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context)
+        self.status.set(state="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context,
+                        kv=self._context_projection(context))
         if message.view is not None and message.view.captured is not None:
             self.inspector.show_captured(message.view)
         self.meter.log_turn(turn.index, context)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from textual.content import Content
-from textual.widgets import Static
+from textual.widget import Widget
 
 from backends.sanitize import visible_text
 
@@ -22,29 +22,48 @@ class StatusInfo:
     ttft_s: float | None = None
     tok_s: float | None = None
     state: str = ""  # "loading 40%", "generating", ""
+    kv: str = ""  # the KV cache after the last turn and how much more context fits
 
 
-class StatusBar(Static):
-    """One line at the bottom, above the footer. Text is never read as markup."""
+class StatusBar(Widget):
+    """One line at the bottom, above the footer. Text is never read as markup.
+
+    When the line is too long for the terminal, the KV figure goes first, then
+    the model's details, then the context figure, so the numbers of the last
+    turn stay visible.
+    """
 
     def __init__(self, **kwargs) -> None:
-        super().__init__("", **kwargs)
+        super().__init__(**kwargs)
         self.info = StatusInfo()
 
     def set(self, **changes) -> None:
         self.info = replace(self.info, **changes)
-        self.update(self.content(), layout=False)  # one fixed line: no layout pass per token batch
+        self.refresh()  # one fixed line: no layout pass per update
 
-    def content(self) -> Content:
+    def render(self) -> Content:
+        width = self.content_region.width or 80
+        variants = [self.content(details=True, context=True, kv=True),
+                    self.content(details=True, context=True),
+                    self.content(details=False, context=True),
+                    self.content(details=False, context=False)]
+        for content in variants:
+            if content.cell_length <= width:
+                return content
+        return variants[-1]
+
+    def content(self, *, details: bool = True, context: bool = True, kv: bool = False) -> Content:
         i = self.info
         parts: list[str | tuple[str, str]] = [(visible_text(i.model), "bold")]
-        details = [i.family, i.quant if i.quant and i.quant != "none" else i.dtype, i.device]
-        for value in details:
-            if value:
-                parts += [" · ", visible_text(value)]
-        if i.context_used is not None:
+        if details:
+            for value in (i.family, i.quant if i.quant and i.quant != "none" else i.dtype, i.device):
+                if value:
+                    parts += [" · ", visible_text(value)]
+        if context and i.context_used is not None:
             limit = f"/{i.context_max}" if i.context_max else ""
             parts += [" │ ctx ", f"{i.context_used}{limit}"]
+        if kv and i.kv:
+            parts += [" · ", visible_text(i.kv)]
         if i.ttft_s is not None:
             parts += [" │ TTFT ", f"{i.ttft_s * 1000:.0f} ms"]
         if i.tok_s is not None:
