@@ -22,10 +22,12 @@ SHOWN_CHARS = 20_000
 
 #: Streamed text reaches the screen at most this often …
 MIN_FLUSH_INTERVAL = 0.05
-#: … and less often when drawing costs more than this share of the UI thread's
-#: time. A thread that holds the GIL slows generation by about as much, so the
-#: screen's share is kept small; the cost is measured, not guessed.
-UI_SHARE = 0.03
+#: … and less often when drawing costs more than this share of one core. The
+#: UI thread holds the GIL while it draws, which slows generation by about as
+#: much, so the screen's share is kept small; the cost is measured, not guessed.
+UI_SHARE = 0.02
+#: Never fewer than two screen updates a second, however costly they are.
+MAX_FLUSH_INTERVAL = 0.5
 
 _FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
 
@@ -112,7 +114,8 @@ class Reply(Vertical):
         if self._last_flush is not None:
             wall, cpu = self._last_flush
             # What the UI thread spent since the last update (drawing it included) sets the pace.
-            self.flush_interval = max(MIN_FLUSH_INTERVAL, (time.thread_time() - cpu) / UI_SHARE)
+            spent = time.thread_time() - cpu
+            self.flush_interval = min(MAX_FLUSH_INTERVAL, max(MIN_FLUSH_INTERVAL, spent / UI_SHARE))
             wait = wall + self.flush_interval - time.perf_counter()
         if wait > 0:
             if self._flush_timer is None:
