@@ -235,19 +235,6 @@ def _bf16_supported() -> bool:
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
 
 
-def quantization_config(spec: ModelSpec, compute_dtype, located: "Located | None" = None, on_gpu: bool = False):
-    """The transformers quantization config for ``spec.quant`` (None when nothing is to be quantized)."""
-    from .quant import BNB_METHODS, bnb_compute_dtype, bnb_config, plan_quantization, require_packages
-
-    if located is not None:
-        return plan_quantization(spec, located, compute_dtype, on_gpu=on_gpu).config
-    if spec.quant not in BNB_METHODS:
-        return None  # GPTQ/AWQ checkpoints carry their own config
-    require_packages(spec.quant, on_gpu=on_gpu, purpose=f"--quant {spec.quant}")
-    return bnb_config(spec.quant, bnb_compute_dtype(spec, compute_dtype),
-                      bool(getattr(spec, "bnb_double_quant", False)))
-
-
 @dataclass
 class Loaded:
     model: object

@@ -6,24 +6,10 @@ the inspector shows and the IDs a run sends come from the same code.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from .families.base import PromptFamily
 from .loader import Located, locate
 from .spec import ModelSpec
-
-
-def generation_eos_ids(path: Path) -> list[int]:
-    """eos_token_id from generation_config.json (an int or a list), else []."""
-    try:
-        data = json.loads((path / "generation_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    eos = data.get("eos_token_id")
-    if isinstance(eos, int):
-        return [eos]
-    return [int(e) for e in eos] if isinstance(eos, list) else []
 
 
 def family_for(located: Located, *, trust_remote_code: bool = False, tokenizer=None) -> PromptFamily:

@@ -152,8 +152,9 @@ def cmd_inspect(args) -> int:
     from backends.tokenizer_side import open_family
 
     messages = messages_from_args(args)
-    spec = ModelSpec(source=args.model, trust_remote_code=args.trust_remote_code)
-    spec = replace(_config_spec(args.model), trust_remote_code=args.trust_remote_code or _config_spec(args.model).trust_remote_code)
+    spec = _config_spec(args.model)
+    if args.trust_remote_code:
+        spec = replace(spec, trust_remote_code=True)
     family, located = open_family(spec, _progress_printer())
     view = family.render(messages, add_generation_prompt=not args.no_generation_prompt,
                          max_new_tokens=args.max_new_tokens)
