@@ -22,6 +22,7 @@ from .params import SamplingParams
 from .prompt import PromptView
 from .spec import ModelSpec
 from .textstream import IncrementalDecoder
+from .truncation import render_within
 
 _END = object()
 
@@ -126,15 +127,17 @@ class ModelHandle:
 
     # -- prompt --------------------------------------------------------------
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
-        return self.family.render(messages, add_generation_prompt=add_generation_prompt,
-                                  max_new_tokens=max_new_tokens)
+               max_new_tokens: int | None = None, max_prompt_tokens: int | None = None) -> PromptView:
+        """The exact prompt for ``messages``; with ``max_prompt_tokens``, cut to that many
+        tokens by the family's truncation (``backends.truncation``)."""
+        return render_within(self.family, messages, max_prompt_tokens, add_generation_prompt=add_generation_prompt,
+                             max_new_tokens=max_new_tokens)
 
     # -- generation ----------------------------------------------------------
     def stream(self, messages: list[dict], params: SamplingParams | None = None,
                stop_event: threading.Event | None = None) -> Generation:
         params = (params or SamplingParams()).validate()
-        view = self.render(messages, max_new_tokens=params.max_new_tokens)
+        view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
         generation = Generation(view, stop_event or threading.Event())
         self._current = generation
         thread = threading.Thread(target=self._run, args=(generation, params),
@@ -171,6 +174,8 @@ class ModelHandle:
         if running is not None and running.thread is not None and running.thread.is_alive():
             running.stop()  # a turn still generating would keep the weights alive
             running.join(30)
+        if self._lock.acquire(timeout=30):  # a profile step in progress ends first (it was asked to stop)
+            self._lock.release()
         release = getattr(self.runner, "release", None)
         if release is not None:  # e.g. a cache a native runner keeps between turns
             release()

@@ -720,8 +720,51 @@ def kv_bytes_per_token_of(handle) -> int:
         return 0
 
 
-def _free_for(model, devices: list[DeviceMemory] | None) -> int | None:
-    devices = devices if devices is not None else devices_memory(model_devices(model))
+def weights_on(model, device: str) -> int:
+    """Bytes of the model's parameters and buffers held on ``device`` ("cpu", "cuda:N")."""
+    total = 0
+    seen: set[int] = set()
+    tensors = list(getattr(model, "parameters", lambda: [])()) + list(getattr(model, "buffers", lambda: [])())
+    for tensor in tensors:
+        where = tensor.device
+        name = f"cuda:{where.index or 0}" if where.type == "cuda" else where.type
+        if name != device or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += int(tensor.nbytes)
+    return total
+
+
+def turn_devices(handle) -> list[DeviceMemory]:
+    """Free memory where the model's KV cache will grow, each capped by the model's --max-memory.
+
+    A cap given at load (``--max-memory cpu=2GiB``) is what the user allows the
+    model on that device: the weights already there count against it, and what
+    is left of it is all a conversation's cache may take.
+    """
+    model = _model_of(handle)
+    names = model_devices(model)
+    spec = getattr(handle, "spec", None)
+    limits: dict = {}
+    if getattr(spec, "max_memory", None):
+        from .loader import parse_max_memory
+
+        try:
+            limits = parse_max_memory(spec.max_memory)
+        except Exception:
+            limits = {}
+    out = []
+    for info in devices_memory(names):
+        key = "cpu" if info.device == "cpu" else int(info.device.split(":")[1])
+        cap = limits.get(key)
+        if cap is not None:
+            info = DeviceMemory(info.device, info.free, info.total, max(int(cap) - weights_on(model, info.device), 0))
+        out.append(info)
+    return out
+
+
+def _free_for(handle, devices: list[DeviceMemory] | None) -> int | None:
+    devices = devices if devices is not None else turn_devices(handle)
     return sum(d.usable for d in devices) if devices else None
 
 
@@ -736,7 +779,7 @@ def context_projection(handle, context_tokens: int, *, devices: list[DeviceMemor
         kv = kv_cache_bytes(config, context_tokens, model_kv_dtype(model))
     except (ValueError, AttributeError):
         kv = per_token * context_tokens
-    free = _free_for(model, devices)
+    free = _free_for(handle, devices)
     fit = None
     if free is not None and per_token:
         fit = max(int(free * WARN_FRACTION) // per_token, 0)
@@ -766,7 +809,7 @@ def check_turn(handle, prompt_tokens: int, max_new_tokens: int, *,
     except (ValueError, AttributeError):
         kv, work = per_token * tokens, 0
     needed = kv + work
-    devices = devices if devices is not None else devices_memory(model_devices(model))
+    devices = devices if devices is not None else turn_devices(handle)
     names = tuple(d.device for d in devices)
     common = dict(needed_bytes=int(needed), weights_bytes=0, kv_bytes=int(kv), kv_bytes_per_token=per_token,
                   context_tokens=tokens, overhead_bytes=int(work), devices=names)
@@ -776,8 +819,9 @@ def check_turn(handle, prompt_tokens: int, max_new_tokens: int, *,
     if not devices:
         return MemoryVerdict("ok", free_bytes=None, message=text + "; free memory unknown", **common)
     free = sum(d.usable for d in devices)
-    where = ",".join(names)
-    fix = "start a new conversation (/clear), lower max_new_tokens, or load the model with --quant nf4"
+    where = ",".join(names) + (" under --max-memory" if any(d.limit is not None for d in devices) else "")
+    fix = ("truncate the history (/budget N), start a new conversation (/clear), lower max_new_tokens, "
+           "or load the model with --quant nf4")
     if needed > free:
         return MemoryVerdict("refuse", free_bytes=free, fix=fix, **common,
                              message=f"{text} but only {format_bytes(free)} is free on {where}")
@@ -789,6 +833,40 @@ def check_turn(handle, prompt_tokens: int, max_new_tokens: int, *,
                              message=f"{text}; {tokens} tokens is past the model's context limit of {limit}",
                              **common)
     return MemoryVerdict("ok", free_bytes=free, message=f"{text}; {format_bytes(free)} free on {where}", **common)
+
+
+def turn_needs(handle, prompt_tokens: int, max_new_tokens: int) -> int:
+    """Bytes a turn takes beyond the weights: its KV cache and the prefill's working memory."""
+    model = _model_of(handle)
+    config = getattr(model, "config", {})
+    dtype = model_kv_dtype(model)
+    try:
+        return (kv_cache_bytes(config, int(prompt_tokens) + int(max_new_tokens), dtype)
+                + activation_bytes(config, int(prompt_tokens), dtype))
+    except (ValueError, AttributeError):
+        return kv_bytes_per_token_of(model) * (int(prompt_tokens) + int(max_new_tokens))
+
+
+def prompt_budget(handle, max_new_tokens: int, *, devices: list[DeviceMemory] | None = None) -> int | None:
+    """The longest prompt whose turn (with ``max_new_tokens`` of reply) fits comfortably in free memory.
+
+    "Comfortably" is under ``WARN_FRACTION`` of it, as the turn check counts.
+    None when the free memory is unknown; 0 when not even a one-token prompt fits.
+    """
+    devices = devices if devices is not None else turn_devices(handle)
+    if not devices:
+        return None
+    room = sum(d.usable for d in devices) * WARN_FRACTION
+    if turn_needs(handle, 1, max_new_tokens) > room:
+        return 0
+    low, high = 1, 1 << 24  # the needs grow with the prompt: the last length that fits
+    while low < high:
+        middle = (low + high + 1) // 2
+        if turn_needs(handle, middle, max_new_tokens) <= room:
+            low = middle
+        else:
+            high = middle - 1
+    return low
 
 
 def cache_nbytes(cache) -> int:

@@ -15,6 +15,8 @@ class SamplingParams:
     repetition_penalty: float = 1.0
     max_new_tokens: int = 512
     seed: int | None = None
+    #: Keep each prompt within this many tokens by the family's truncation (None: no limit).
+    max_prompt_tokens: int | None = None
 
     @property
     def greedy(self) -> bool:
@@ -44,14 +46,18 @@ _RANGES = {
     "repetition_penalty": (0.01, 100.0),
     "max_new_tokens": (1, 1_000_000),
     "seed": (0, 2**63 - 1),
+    "max_prompt_tokens": (1, 100_000_000),
 }
+
+#: Parameters that "none" (or "off") unsets.
+_OPTIONAL = {"seed": ("none", "random", "off"), "max_prompt_tokens": ("none", "off")}
 
 
 def parse_value(name: str, raw: str):
     text = str(raw).strip()
-    if name == "seed" and text.lower() in ("none", "random", "off"):
+    if text.lower() in _OPTIONAL.get(name, ()):
         return None
-    kind = int if name in ("top_k", "max_new_tokens", "seed") else float
+    kind = int if name in ("top_k", "max_new_tokens", "seed", "max_prompt_tokens") else float
     try:
         value = kind(text)
     except ValueError:

@@ -6,8 +6,9 @@ decoded greedily one at a time. Each row records the peak memory (torch's
 allocator on GPUs, process RSS on the CPU), the KV cache measured on the real
 cache object after prefill (the sum of its key and value tensors' bytes), the
 estimate from the config for comparison, and prefill and decode tokens per
-second. :func:`profile_rows` is what the app's memory screen calls;
-:func:`run_profile_command` prints a table and a character plot and writes CSV.
+second. :func:`profile_rows` is what the app's memory screen calls (``/profile``,
+with :func:`default_lengths` and a stop event); :func:`run_profile_command`
+prints a table and a character plot and writes CSV.
 """
 
 from __future__ import annotations
@@ -33,9 +34,16 @@ _FILLER = ("The quick brown fox jumps over the lazy dog while the river runs pas
 
 Progress = Callable[[str, "float | None"], None]
 
+#: The lengths the app profiles when none are given (each one that fits the model's context).
+APP_LENGTHS = (256, 512, 1024, 2048)
+#: Decode steps per length in the app: enough for a decode speed, short on a CPU.
+APP_DECODE_TOKENS = 16
 
-def parse_lengths(text: str) -> list[int]:
-    """'256,512,1k' -> [256, 512, 1024]; positive, in the order given, duplicates dropped."""
+
+def parse_lengths(text: str, what: str = "--lengths") -> list[int]:
+    """'256,512,1k' -> [256, 512, 1024]; positive, in the order given, duplicates dropped.
+
+    ``what`` names the option in error messages (``/profile`` in the app)."""
     out: list[int] = []
     for part in str(text).split(","):
         part = part.strip().lower()
@@ -44,14 +52,42 @@ def parse_lengths(text: str) -> list[int]:
         scale = 1024 if part.endswith("k") else 1
         digits = part[:-1] if part.endswith("k") else part
         if not digits.isdigit() or int(digits) <= 0:
-            raise UsageError(f"--lengths '{text}': '{part}' is not a positive number of tokens",
-                             "use e.g. --lengths 256,512,1024")
+            raise UsageError(f"{what} '{text}': '{part}' is not a positive number of tokens",
+                             f"use e.g. {what} 256,512,1024")
         value = int(digits) * scale
         if value not in out:
             out.append(value)
     if not out:
-        raise UsageError("--lengths is empty", "use e.g. --lengths 256,512,1024")
+        raise UsageError(f"{what} is empty", f"use e.g. {what} 256,512,1024")
     return out
+
+
+def context_limit(handle) -> int | None:
+    """The model's context length from ``handle.info.max_context`` (None when unknown)."""
+    limit = getattr(getattr(handle, "info", None), "max_context", None)
+    return int(limit) if isinstance(limit, int) and limit > 0 else None
+
+
+def default_lengths(handle, decode_tokens: int = 0) -> list[int]:
+    """The app's lengths: 256 doubling up to 2048, leaving out those that (with
+    ``decode_tokens`` decoded after them) would not fit the model's context."""
+    limit = context_limit(handle)
+    if limit is None:
+        return list(APP_LENGTHS)
+    fit = [n for n in APP_LENGTHS if n + decode_tokens <= limit]
+    if fit:
+        return fit
+    if limit - decode_tokens > 0:
+        return [limit - decode_tokens]
+    raise UsageError(f"the model's context of {limit} tokens is too short to profile",
+                     f"it needs more than {decode_tokens} tokens")
+
+
+def check_lengths(lengths: list[int], limit: int | None, decode_tokens: int, what: str = "--lengths") -> None:
+    """UsageError when the longest length plus the decoded tokens is past the context ``limit``."""
+    if limit and lengths and max(lengths) + decode_tokens > limit:
+        raise UsageError(f"{what} {max(lengths)} plus {decode_tokens} decode tokens is past the model's "
+                         f"context of {limit} tokens", f"use lengths up to {limit - decode_tokens}")
 
 
 def synthetic_ids(tokenizer, length: int, vocab_size: int | None = None) -> list[int]:
@@ -191,12 +227,16 @@ def _sync(devices) -> None:
 
 
 def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
-                 progress: Progress | None = None) -> list[dict]:
+                 progress: Progress | None = None, stop_event: threading.Event | None = None,
+                 on_row: Callable[[dict], None] | None = None) -> list[dict]:
     """One row per context length: peak memory, measured and estimated KV bytes, prefill and decode speed.
 
     ``handle`` is a ModelHandle (or anything with ``.model`` and ``.tokenizer``).
     A length that runs out of memory ends the run with a row whose ``error``
-    says so; the memory is released first.
+    says so; the memory is released first. ``stop_event`` is checked between
+    lengths and between decode steps: once set, the rows measured so far are
+    returned (a length cut short in its decode keeps the steps it decoded, in
+    ``decode_tokens``). ``on_row(row)`` is called with each row as it is measured.
     """
     import torch
 
@@ -215,16 +255,23 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
     kv_dtype = model_kv_dtype(model)
     lock = getattr(handle, "_lock", None) or nullcontext()
     rows: list[dict] = []
+
+    def stopped() -> bool:
+        return stop_event is not None and stop_event.is_set()
+
     with lock:
-        _warm_up(model, tokenizer, vocab, device, extra)
+        if not stopped():
+            _warm_up(model, tokenizer, vocab, device, extra)
         for number, length in enumerate(lengths):
+            if stopped():
+                break
             if progress:
                 progress(f"profiling {length} tokens", number / len(lengths))
             ids = torch.tensor([synthetic_ids(tokenizer, length, vocab)], dtype=torch.long, device=device)
             row: dict = {"context_tokens": length, "decode_tokens": decode_tokens}
             failed = False
             try:
-                row.update(_measure(model, ids, decode_tokens, devices, extra))
+                row.update(_measure(model, ids, decode_tokens, devices, extra, stop_event))
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
@@ -234,6 +281,8 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
                 release_memory()
                 row["error"] = "out of memory"
                 rows.append(row)
+                if on_row:
+                    on_row(row)
                 break
             try:
                 row["kv_estimate_bytes"] = kv_cache_bytes(config, length, kv_dtype)
@@ -241,8 +290,10 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
                 row["kv_estimate_bytes"] = None
             rows.append(row)
             release_memory()
+            if on_row:
+                on_row(row)
     if progress:
-        progress("profile done", 1.0)
+        progress("profile stopped" if stopped() else "profile done", 1.0)
     return rows
 
 
@@ -262,7 +313,8 @@ def _warm_up(model, tokenizer, vocab, device, extra: dict) -> None:
     release_memory()
 
 
-def _measure(model, ids, decode_tokens: int, devices, extra: dict) -> dict:
+def _measure(model, ids, decode_tokens: int, devices, extra: dict,
+             stop_event: threading.Event | None = None) -> dict:
     import torch
 
     from .memory import cache_nbytes
@@ -279,9 +331,13 @@ def _measure(model, ids, decode_tokens: int, devices, extra: dict) -> dict:
         token = out.logits[:, -1:].argmax(-1)
         del out
         decode_s = 0.0
+        decoded = 0
         if decode_tokens > 0:
             start = time.perf_counter()
             for _ in range(decode_tokens):
+                if stop_event is not None and stop_event.is_set():
+                    break
+                decoded += 1
                 out = model(input_ids=token, past_key_values=cache, use_cache=True, **extra)
                 cache = out.past_key_values
                 token = out.logits[:, -1:].argmax(-1)
@@ -296,7 +352,8 @@ def _measure(model, ids, decode_tokens: int, devices, extra: dict) -> dict:
         "kv_bytes_per_token": kv / length if length else 0.0,
         "prefill_s": prefill_s,
         "prefill_tok_s": length / prefill_s if prefill_s > 0 else None,
-        "decode_tok_s": decode_tokens / decode_s if decode_s > 0 else None,
+        "decode_tokens": decoded,
+        "decode_tok_s": decoded / decode_s if decoded and decode_s > 0 else None,
         "memory_kind": peak.kind,
     }
 
@@ -409,9 +466,7 @@ def run_profile_command(args, spec, progress: Progress | None = None) -> int:
         raise UsageError(f"--decode-tokens {decode} is negative", "use 0 or more")
     located = loader.locate(spec, progress)
     limit = max_context(read_checkpoint_config(located.path, located.gguf_file))
-    if limit and max(lengths) + decode > limit:
-        raise UsageError(f"--lengths {max(lengths)} plus {decode} decode tokens is past the model's "
-                         f"context of {limit} tokens", f"use lengths up to {limit - decode}")
+    check_lengths(lengths, limit, decode)
     handle = open_model(spec, progress)
     try:
         rows = profile_rows(handle, lengths, decode, progress=progress)

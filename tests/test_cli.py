@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -239,3 +240,34 @@ def test_inspect_a_qwen_v1_directory_without_remote_code_or_weights(tmp_path):
     # running it, by contrast, needs consent
     ran = llm_tui("run", str(qwen), "-p", "hi")
     assert ran.returncode == 1 and "--trust-remote-code" in one_clear_line(ran)
+
+
+def test_max_prompt_tokens_cuts_the_same_prompt_in_inspect_and_run(tiny_model_dir, tmp_path):
+    messages = []
+    for n in range(5):
+        messages += [{"role": "user", "content": f"question {n} " + "word " * 20},
+                     {"role": "assistant", "content": f"answer {n} " + "text " * 30}]
+    messages.append({"role": "user", "content": "last?"})
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(messages))
+    inspected = llm_tui("inspect", str(tiny_model_dir), "--messages", str(path), "--json", "--max-prompt-tokens", "150")
+    assert inspected.returncode == 0, inspected.stderr
+    view = json.loads(inspected.stdout)
+    assert len(view["ids"]) <= 150 and view["dropped"]
+    assert [d["index"] for d in view["dropped"]] == list(range(len(view["dropped"])))  # the oldest first
+    ran = llm_tui("run", str(tiny_model_dir), "--messages", str(path), "--json", "--temperature", "0",
+                  "--max-new-tokens", "4", "--max-prompt-tokens", "150")
+    assert ran.returncode == 0, ran.stderr
+    done = json.loads(ran.stdout.splitlines()[-1])
+    assert done["captured_ids"] == view["ids"]
+    # A --max-memory cap about 1 MiB above the weights: the whole conversation would not fit.
+    # The run says so in one line, with a budget that would, and still answers.
+    capped = llm_tui("run", str(tiny_model_dir), "--messages", str(path), "--temperature", "0",
+                     "--max-new-tokens", "4", "--max-memory", f"cpu={13 * 2**20}",
+                     env={"LLM_TUI_MEMORY_CHECK": "warn"})  # the load check budgets a 2k context
+    assert capped.returncode == 0, capped.stderr
+    warning = [ln for ln in capped.stderr.splitlines() if "this turn needs" in ln]
+    assert len(warning) == 1 and "under --max-memory" in warning[0]
+    assert re.search(r"--max-prompt-tokens \d+ would fit by leaving out the oldest messages", warning[0])
+    bad = llm_tui("inspect", str(tiny_model_dir), "--messages", str(path), "--max-prompt-tokens", "0")
+    assert bad.returncode == 2 and "max_prompt_tokens 0 is out of range" in one_clear_line(bad)

@@ -135,3 +135,60 @@ def test_table_plot_and_csv_from_rows(tmp_path):
     (tmp_path / "blocker").write_text("")
     with pytest.raises(UsageError, match="cannot write"):
         profile.write_csv(rows, tmp_path / "blocker" / "p.csv")
+
+
+def test_a_stop_event_ends_the_run_with_the_rows_measured_so_far(tiny_handle):
+    import threading
+
+    stop = threading.Event()
+    seen: list[dict] = []
+
+    def first_row(row):
+        seen.append(row)
+        stop.set()  # as if Esc was pressed while the first length was measured
+
+    rows = profile.profile_rows(tiny_handle, [16, 32, 48], decode_tokens=2, stop_event=stop, on_row=first_row)
+    assert [r["context_tokens"] for r in rows] == [16] and rows == seen  # no error, no exception
+    assert rows[0]["decode_tokens"] == 2 and rows[0]["kv_bytes"] == 16 * 512
+    assert profile.profile_rows(tiny_handle, [16], decode_tokens=2, stop_event=stop) == []  # already set
+
+
+def test_a_stop_between_decode_steps_keeps_the_steps_decoded(tiny_handle):
+    import threading
+
+    stop = threading.Event()
+    state = {"armed": False, "steps": 0}
+
+    def progress(text, fraction):
+        state["armed"] = fraction is not None and fraction < 1  # the warm-up is over
+
+    def count_decode_steps(module, args, kwargs, output):
+        if state["armed"] and kwargs["input_ids"].shape[1] == 1:
+            state["steps"] += 1
+            if state["steps"] == 3:
+                stop.set()
+
+    hook = tiny_handle.model.register_forward_hook(count_decode_steps, with_kwargs=True)
+    try:
+        rows = profile.profile_rows(tiny_handle, [16, 32], decode_tokens=50, stop_event=stop, progress=progress)
+    finally:
+        hook.remove()
+    assert [r["context_tokens"] for r in rows] == [16]
+    assert rows[0]["decode_tokens"] == 3 and rows[0]["decode_tok_s"] > 0
+
+
+def test_default_lengths_double_up_to_2048_within_the_context(tiny_handle):
+    def handle(limit):
+        return SimpleNamespace(info=SimpleNamespace(max_context=limit))
+
+    assert profile.default_lengths(tiny_handle) == [256, 512, 1024, 2048]  # 8192 tokens of context
+    assert profile.default_lengths(handle(None)) == [256, 512, 1024, 2048]
+    assert profile.default_lengths(handle(1024)) == [256, 512, 1024]
+    assert profile.default_lengths(handle(1024), decode_tokens=16) == [256, 512]
+    assert profile.default_lengths(handle(200), decode_tokens=16) == [184]  # shorter than 256: what fits
+    with pytest.raises(UsageError, match="too short to profile"):
+        profile.default_lengths(handle(16), decode_tokens=16)
+    with pytest.raises(UsageError, match=r"/profile 9000 plus 16 decode tokens is past the model's context"):
+        profile.check_lengths([256, 9000], profile.context_limit(tiny_handle), 16, "/profile")
+    with pytest.raises(UsageError, match="use e.g. /profile 256"):
+        profile.parse_lengths("12,x", "/profile")

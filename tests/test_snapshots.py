@@ -146,3 +146,55 @@ def test_zoomed_inspector_when_narrow(snap_compare, snap_handle, saved_chats):
         await pilot.pause(0.1)
 
     assert snap_compare(make_app(snap_handle), terminal_size=(80, 24), run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_memory_screen_with_a_profile(snap_compare, snap_handle, saved_chats, size):
+    from backends.telemetry import TurnMemory
+    from tui.screens.memory import MemoryScreen
+
+    mib = 2**20
+    turns = [TurnMemory(i + 1, 180 + 420 * i, 540 * mib + i * 3 * mib, None, None) for i in range(4)]
+    rows = [{"context_tokens": c, "decode_tokens": 16, "peak_bytes": 560 * mib + c * 9_000,
+             "base_bytes": 540 * mib, "kv_bytes": c * 46_080, "kv_bytes_per_token": 46_080.0,
+             "kv_estimate_bytes": c * 46_080, "prefill_s": c / 2_000, "prefill_tok_s": 2_000.0 - c / 4,
+             "decode_tok_s": 48.0 - c / 256, "memory_kind": "rss"} for c in (256, 512, 1024, 2048)]
+    rows.append({"context_tokens": 4096, "decode_tokens": 16, "error": "out of memory"})
+    note = "out of memory at 4,096 tokens of context (the 4 rows before it are complete)"
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.push_screen(MemoryScreen(turns, rows, profile_label="tiny-chat", note=note, note_error=True))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_fit_screen(snap_compare, snap_model_dir, saved_chats, monkeypatch, size):
+    """The question asked when a turn would not fit: a real plan for the tiny model under a --max-memory cap."""
+    from backends.engine import open_model
+    from backends.memory import turn_needs, weights_on
+    from backends.params import SamplingParams
+    from backends.spec import ModelSpec
+    from backends.truncation import plan_turn
+    from tui.screens.fit import FitScreen
+
+    monkeypatch.setenv("LLM_TUI_MEMORY_CHECK", "warn")  # the load check budgets a 2k context
+    plain = open_model(ModelSpec(source=str(snap_model_dir)))
+    cap = weights_on(plain.model, "cpu") + turn_needs(plain, 150, 16)
+    handle = open_model(ModelSpec(source=str(snap_model_dir), max_memory=f"cpu={cap}"))
+    messages = []
+    for n in range(6):
+        messages += [{"role": "user", "content": f"question {n} " + "word " * 20},
+                     {"role": "assistant", "content": f"answer {n} " + "text " * 30}]
+    messages.append({"role": "user", "content": "and the last question?"})
+    fit = plan_turn(handle, messages, SamplingParams(max_new_tokens=16))
+    assert not fit.fits and fit.can_truncate
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.push_screen(FitScreen(fit))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(handle), terminal_size=size, run_before=run_before)

@@ -2,9 +2,9 @@
 
 Model work never runs here: loading, generation and prompt previews run in
 thread workers (``worker.py``) and come back as typed messages, handled in
-the mixins ``ChatFlow`` (turns), ``ModelFlow`` (models, preview) and
-``SessionFlow`` (saved conversations). Worker errors become one notification
-line in one place: ``worker_state_changed``.
+the mixins ``ChatFlow`` (turns), ``ModelFlow`` (models, preview),
+``SessionFlow`` (saved conversations) and ``ProfileFlow`` (memory profiles).
+Worker errors become one notification line in one place: ``worker_state_changed``.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from .commands import AppCommands, PaletteCommand
 from .launch import AppSettings
 from .modelflow import ModelFlow
 from .models import Models, spec_for
+from .profileflow import ProfileFlow
 from .session import Recorder
 from .sessionflow import SessionFlow
 from .widgets.chat import ChatLog
@@ -41,7 +42,7 @@ from .worker import error_line
 _PANE_ACTIONS = {"inspector_mode", "toggle_pane", "zoom", "memory"}
 
 
-class LlmTuiApp(ChatFlow, ModelFlow, SessionFlow, App[int]):
+class LlmTuiApp(ProfileFlow, ChatFlow, ModelFlow, SessionFlow, App[int]):
     CSS_PATH = "app.tcss"
     TITLE = "llm-tui"
     COMMANDS = App.COMMANDS | {AppCommands}
@@ -74,7 +75,7 @@ class LlmTuiApp(ChatFlow, ModelFlow, SessionFlow, App[int]):
         Binding("f8", "zoom('meter')", "Zoom meter", show=False, priority=True, id="app.zoom-meter",
                 tooltip="meter full screen (F8 or Esc returns)"),
         Binding("f9", "memory", "Memory plot", show=False, priority=True, id="app.memory",
-                tooltip="memory against context length, per turn"),
+                tooltip="memory against context length: per turn, and a profile run (p there)"),
         Binding("ctrl+l", "clear", "Clear", show=False, id="app.clear", tooltip="clear the conversation"),
         Binding("ctrl+s", "save", "Export", show=False, id="app.save",
                 tooltip="export the conversation as Markdown and JSON"),
@@ -114,6 +115,10 @@ class LlmTuiApp(ChatFlow, ModelFlow, SessionFlow, App[int]):
         self._closed = False
         self._hidden: set[str] = set()
         self.tracebacks: list[str] = []  # with --debug, worker errors in full
+        self.profile_rows: list[dict] = []  # the last memory profile (/profile), of profile_model
+        self.profile_model: str | None = None
+        self.profile_handle = None  # the handle it was measured on
+        self.profiling = None  # the ProfileRun being measured
         if config is not None and not self.settings.frozen:
             if getattr(defaults, "theme", None) and defaults.theme in self.available_themes:
                 self.theme = defaults.theme
@@ -247,7 +252,8 @@ class LlmTuiApp(ChatFlow, ModelFlow, SessionFlow, App[int]):
     def action_memory(self) -> None:
         from .screens.memory import MemoryScreen
 
-        self.push_screen(MemoryScreen(self.meter.turns))
+        self.push_screen(MemoryScreen(self.meter.turns, self.profile_rows, profile_label=self.profile_model,
+                                      note=self.profiling.note if self.profiling is not None else None))
 
     # -- help, palette, themes -----------------------------------------------------------------
 
@@ -303,6 +309,8 @@ class LlmTuiApp(ChatFlow, ModelFlow, SessionFlow, App[int]):
             PaletteCommand("Panes: zoom the meter", "F8", partial(run, "zoom('meter')")),
             PaletteCommand("Panes: inspector view (text, pieces, ids)", "F4", partial(run, "inspector_mode")),
             PaletteCommand("Panes: memory plot", "F9", partial(run, "memory")),
+            PaletteCommand("Memory: run a profile", "/profile (F9 shows it; Esc there stops it)",
+                           self._palette_profile),
             PaletteCommand("Help: keys and commands", "F1", partial(run, "help")),
         ]
         return items

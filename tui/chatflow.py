@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 from textual.actions import SkipAction
@@ -17,11 +17,12 @@ from textual.actions import SkipAction
 from backends.errors import UsageError
 from backends.params import SamplingParams
 from backends.sanitize import visible_text
+from backends.truncation import truncation_rule
 
 from . import commands
 from .widgets.chat import Reply, UserMessage, last_code_block
 from .widgets.prompt_input import PromptInput
-from .worker import Pace, TokensArrived, TurnDone, pump_generation
+from .worker import Pace, TokensArrived, TurnDone, TurnWontFit, pump_generation
 
 _STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
 
@@ -37,6 +38,7 @@ class Turn:
     started: float
     finished: threading.Event  # set when the generation thread is over
     pace: Pace  # how often the worker sends text: as often as the chat can draw it cheaply
+    check_memory: bool = True  # False once the user chose to send a turn that may not fit
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class ChatFlow:
     def check_can_send(self) -> None:
         if self.turn is not None:
             raise UsageError("a reply is still being generated", "press Esc to stop it")
+        if getattr(self, "profiling", None) is not None:
+            raise UsageError("a memory profile is running",
+                             "wait for it, or press Esc in the memory screen (F9) to stop it")
         if self.models.handle is None:
             state = "is still loading" if self.models.loading is not None else "is not loaded"
             raise UsageError(f"the model {state}", "wait for it, or press F2 to pick another")
@@ -82,14 +87,14 @@ class ChatFlow:
         self._record("user", text)
         await self.generate()
 
-    async def generate(self) -> None:
+    async def generate(self, *, check_memory: bool = True) -> None:
         """Answer the conversation as it stands with the active model."""
         slot = self.models.current
         handle = slot.handle
         reply = await self.chat.add_reply(slot.label)
         self.turn_count += 1
         turn = Turn(self.turn_count, reply, self._record("assistant", "", status="partial", model=slot.label),
-                    threading.Event(), time.perf_counter(), threading.Event(), Pace())
+                    threading.Event(), time.perf_counter(), threading.Event(), Pace(), check_memory)
         self.turn = turn
         self.status.set(state="generating", ttft_s=None, tok_s=None)
         self.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(), self.params),
@@ -97,7 +102,11 @@ class ChatFlow:
 
     def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
         try:
-            self._warn_about_memory(handle, messages, params)
+            if turn.check_memory:
+                fit = self._check_memory(handle, messages, params)
+                if fit is not None:
+                    self.post_message(TurnWontFit(turn.index, fit))
+                    return None
             generation = handle.stream(messages, params, stop_event=turn.stop_event)
             result = pump_generation(generation, self.post_message, turn.index,
                                      checkpoint=partial(self.recorder.checkpoint, turn.message_id),
@@ -107,18 +116,76 @@ class ChatFlow:
         finally:
             turn.finished.set()
 
-    def _warn_about_memory(self, handle, messages: list[dict], params: SamplingParams) -> None:
-        """Before a turn (in the worker): say so when its KV cache would not fit in free memory."""
-        from backends.memory import check_turn
+    def _check_memory(self, handle, messages: list[dict], params: SamplingParams):
+        """Before a turn (in the worker): a TurnFit when it would not fit in free memory, else None.
+
+        A turn close to the limit gets a warning and goes ahead.
+        """
+        from backends.truncation import plan_turn
 
         try:
-            prompt_tokens = len(handle.render(messages, max_new_tokens=params.max_new_tokens).ids)
-            verdict = check_turn(handle, prompt_tokens, params.max_new_tokens)
+            fit = plan_turn(handle, messages, params)
         except Exception:  # an estimate must never stop a turn
+            return None
+        if fit.verdict.level == "warn":
+            self.call_from_thread(self.notify, fit.verdict.line, severity="warning", timeout=12, markup=False)
+        return None if fit.fits else fit
+
+    async def on_turn_wont_fit(self, message: TurnWontFit) -> None:
+        """Nothing was generated: take the empty reply away and ask what to do."""
+        turn = self.turn
+        if turn is None or message.turn != turn.index:
             return
-        if verdict.level != "ok":
-            severity = "error" if verdict.level == "refuse" else "warning"
-            self.call_from_thread(self.notify, verdict.line, severity=severity, timeout=12)
+        self.turn = None
+        await self.chat.remove_from_last(Reply)
+        self._finish_record(turn.message_id, "", "stopped", None)
+        self.status.set(state="")
+        from .screens.fit import FitScreen
+
+        self.push_screen(FitScreen(message.fit), partial(self._fit_answered, message.fit))
+
+    async def _fit_answered(self, fit, choice: str | None) -> None:
+        if choice == "truncate":
+            self.params = replace(self.params, max_prompt_tokens=fit.budget)
+            self.recorder.configure(params=self.params.to_json())
+            self.status.set(budget=fit.budget)
+            self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule} "
+                                 "(/budget off removes the limit)")
+            await self.generate()
+        elif choice == "send":
+            await self.generate(check_memory=False)
+        else:
+            await self._unsend()
+
+    async def _unsend(self) -> None:
+        """Cancelled: the unanswered message goes back to the input (unless something is typed there)."""
+        if self.input.text.strip():
+            self.chat.add_notice("not sent; Ctrl+R sends it, /budget N keeps prompts within N tokens")
+            return
+        text = self.conversation.pop_last_user()
+        if text is None:
+            return
+        await self.chat.remove_from_last(UserMessage)
+        self.recorder.truncate(self._stored_count())
+        self.input.load_text(text)
+        self.input.move_cursor(self.input.document.end)
+        self.input.focus()
+        self.schedule_preview()
+
+    def _command_budget(self, arg: str) -> None:
+        if not arg:
+            value = self.params.max_prompt_tokens
+            self.chat.add_notice(f"prompt budget: {value:,} tokens" if value else
+                                 "no prompt budget: the whole conversation is sent (the family's own rules apply)")
+            return
+        self.params = self.params.with_value("max_prompt_tokens", arg)
+        self.recorder.configure(params=self.params.to_json())
+        self.status.set(budget=self.params.max_prompt_tokens)
+        value = self.params.max_prompt_tokens
+        rule = truncation_rule(self.models.handle.family) if self.models.handle is not None else "truncation"
+        self.chat.add_notice(f"each prompt is kept within {value:,} tokens by {rule}" if value
+                             else "prompt budget removed")
+        self.schedule_preview(now=True)
 
     def _context_projection(self, context_tokens: int) -> str:
         from backends.memory import context_projection
@@ -272,6 +339,7 @@ class ChatFlow:
                 raise UsageError("/seed needs a number", "for example: /seed 42 (or /seed none)")
             self.params = self.params.with_value(key, value)
             self.recorder.configure(params=self.params.to_json())
+            self.status.set(budget=self.params.max_prompt_tokens)
             self.chat.add_notice(f"{key} = {getattr(self.params, key)}")
         elif name == "params":
             self.chat.add_notice(", ".join(f"{k}={v}" for k, v in self.params.to_json().items()))
@@ -296,6 +364,10 @@ class ChatFlow:
             self._export(*commands.parse_save(arg))
         elif name == "sessions":
             self.action_sessions()
+        elif name == "budget":
+            self._command_budget(arg)
+        elif name == "profile":
+            self.start_profile(arg)
         elif name == "theme":
             if arg not in self.available_themes:
                 raise UsageError(f"there is no theme '{arg}'", "Tab completes the names; or Ctrl+P → Theme")

@@ -48,6 +48,8 @@ def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int, default=None, metavar="K")
     group.add_argument("--repetition-penalty", type=float, default=None, metavar="R")
     group.add_argument("--seed", type=int, default=None, metavar="S")
+    group.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                       help="keep the prompt within N tokens by the model family's truncation")
 
 
 def app_parser() -> argparse.ArgumentParser:
@@ -85,6 +87,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help="print one JSON object")
         parser.add_argument("--no-generation-prompt", action="store_true", help="do not append the assistant turn opener")
         parser.add_argument("--max-new-tokens", type=int, default=None, metavar="N", help="reply budget (affects Baichuan2 truncation)")
+        parser.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                            help="keep the prompt within N tokens by the model family's truncation")
         parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's tokenizer code to run")
     elif name == "profile":
         parser.description = "Measure peak memory, KV-cache size and speed at several context lengths."

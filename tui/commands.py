@@ -34,6 +34,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("copy", "[code]", "copy the last reply (or its last code block) to the clipboard"),
     SlashCommand("save", "[md|json] [PATH]", "export the conversation as Markdown and JSON"),
     SlashCommand("sessions", "", "list saved conversations"),
+    SlashCommand("budget", "N|off", "keep each prompt within N tokens by the model family's truncation (off: no limit)"),
+    SlashCommand("profile", "[LENGTHS]", "measure memory and speed at context lengths (e.g. 256,512,1k) and plot them (F9)"),
     SlashCommand("theme", "NAME", "change the colour theme"),
     SlashCommand("help", "", "show keys and commands"),
     SlashCommand("quit", "", "leave llm-tui"),

@@ -63,7 +63,7 @@ def messages_from_args(args) -> list[dict]:
 
 def params_from_args(args) -> SamplingParams:
     params = SamplingParams()
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed"):
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed", "max_prompt_tokens"):
         value = getattr(args, name, None)
         if value is not None:
             params = params.with_value(name, str(value))
@@ -96,6 +96,7 @@ def cmd_run(args) -> int:
     params = params_from_args(args)
     spec = spec_from_args(args)
     handle = open_model(spec, _progress_printer())
+    _warn_if_turn_wont_fit(handle, messages, params)
     out = sys.stdout
     safe = visible_text if out.isatty() else (lambda s: s)
     generation = handle.stream(messages, params, threading.Event())
@@ -135,6 +136,20 @@ def cmd_run(args) -> int:
     return 130 if interrupted else 0
 
 
+def _warn_if_turn_wont_fit(handle, messages: list[dict], params: SamplingParams) -> None:
+    """One line on stderr when the memory check says this turn would not fit, with the budget that would."""
+    from backends.truncation import plan_turn
+
+    try:
+        fit = plan_turn(handle, messages, params)
+    except Exception:  # an estimate never stops a run
+        return
+    if fit.fits:
+        return
+    hint = (f"; --max-prompt-tokens {fit.budget} would fit by {fit.rule}" if fit.can_truncate else "")
+    print(f"llm-tui: warning: {fit.verdict.message}{hint}", file=sys.stderr)
+
+
 def _stats_line(done) -> str:
     s = done.stats
     parts = [f"{s.prompt_tokens} prompt tokens", f"{s.new_tokens} new"]
@@ -150,14 +165,17 @@ def _stats_line(done) -> str:
 def cmd_inspect(args) -> int:
     from backends.sanitize import visible_text
     from backends.tokenizer_side import open_family
+    from backends.truncation import render_within
 
     messages = messages_from_args(args)
     spec = _config_spec(args.model)
     if args.trust_remote_code:
         spec = replace(spec, trust_remote_code=True)
     family, located = open_family(spec, _progress_printer())
-    view = family.render(messages, add_generation_prompt=not args.no_generation_prompt,
-                         max_new_tokens=args.max_new_tokens)
+    if args.max_prompt_tokens is not None:
+        SamplingParams().with_value("max_prompt_tokens", str(args.max_prompt_tokens))  # range check
+    view = render_within(family, messages, args.max_prompt_tokens,
+                         add_generation_prompt=not args.no_generation_prompt, max_new_tokens=args.max_new_tokens)
     if args.json:
         data = view.to_json()
         data["model"] = str(located.path)

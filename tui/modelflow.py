@@ -169,15 +169,16 @@ class ModelFlow:
         if draft.strip() and not draft.lstrip().startswith("/") or draft.lstrip().startswith("//"):
             messages.append({"role": "user", "content": commands.literal(draft)})
         self._preview_serial += 1
-        self.run_worker(partial(self._preview_work, self._preview_serial, handle, messages, self.params.max_new_tokens),
+        self.run_worker(partial(self._preview_work, self._preview_serial, handle, messages, self.params),
                         name="preview", group="preview", thread=True, exclusive=True, exit_on_error=False)
 
-    def _preview_work(self, serial: int, handle, messages: list[dict], max_new_tokens: int) -> None:
+    def _preview_work(self, serial: int, handle, messages: list[dict], params) -> None:
         if not messages:
             self.post_message(PreviewReady(serial, None, None))
             return
         try:
-            view = handle.render(messages, max_new_tokens=max_new_tokens)
+            view = handle.render(messages, max_new_tokens=params.max_new_tokens,
+                                 max_prompt_tokens=params.max_prompt_tokens)
         except Exception as err:  # a template that rejects this conversation is worth showing
             view, error = None, error_line(err)
         else:

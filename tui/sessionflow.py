@@ -45,6 +45,7 @@ class SessionFlow:
         stored = self.recorder.open(conv_id)
         self.conversation = stored.to_conversation()
         self.params = stored.sampling_params() if stored.params else self.params
+        self.status.set(budget=self.params.max_prompt_tokens)
         await self.chat.clear()
         for m in stored.messages:
             if m.role == "user":

@@ -101,6 +101,15 @@ class NeedsConsent(Message):
         self.files = files
 
 
+class TurnWontFit(Message):
+    """The memory check says turn ``turn`` would not fit; nothing was generated."""
+
+    def __init__(self, turn: int, fit) -> None:
+        super().__init__()
+        self.turn = turn
+        self.fit = fit  # backends.truncation.TurnFit
+
+
 class PreviewReady(Message):
     """The prompt the next turn would send (or why it cannot be built)."""
 

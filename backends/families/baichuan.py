@@ -20,6 +20,7 @@ transformers' slow tokenizers do), BOS/EOS added per call only when
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,6 +171,16 @@ class Baichuan2Family:
         )
 
     # -- tokens --------------------------------------------------------------
+    truncation_rule = "build_chat_input's budget (whole rounds, then the start of the prompt)"
+
+    def narrowed(self, max_prompt_tokens: int, max_new_tokens: int | None = None) -> "Baichuan2Family":
+        """This family with ``model_max_length - max_new_tokens`` at most ``max_prompt_tokens``
+        (see backends.truncation): its own slice then keeps the last that many tokens."""
+        narrow = copy.copy(self)
+        new_tokens = max_new_tokens or self.default_max_new_tokens
+        narrow.model_max_length = min(self.model_max_length, max(1, int(max_prompt_tokens)) + new_tokens)
+        return narrow
+
     def stop_ids(self) -> list[int]:
         return list(self._eos_ids)
 

@@ -17,6 +17,7 @@ one. The current query is never counted.
 from __future__ import annotations
 
 import base64
+import copy
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -156,6 +157,14 @@ class QwenFamily:
                    max_window_size=window, max_context=context)
 
     # -- tokens --------------------------------------------------------------
+    truncation_rule = "make_context's window (whole rounds, oldest first)"
+
+    def narrowed(self, max_prompt_tokens: int, max_new_tokens: int | None = None) -> "QwenFamily":
+        """This family with make_context's window at most ``max_prompt_tokens`` (see backends.truncation)."""
+        narrow = copy.copy(self)
+        narrow.max_window_size = max(1, min(self.max_window_size, int(max_prompt_tokens)))
+        return narrow
+
     def stop_ids(self) -> list[int]:
         t = self.tokenizer
         if self.chat_format == "raw":

@@ -185,6 +185,12 @@ class NativeFamily:
         self._rendered = [(v, m) for v, m in self._rendered[-7:]] + [(view, [dict(m) for m in messages])]
         return view
 
+    def narrowed(self, max_prompt_tokens: int, max_new_tokens: int | None = None):
+        # The model's own method applies its own window to the history it is given.
+        raise UsageError(f"a prompt budget of {max_prompt_tokens:,} tokens cannot be kept with --engine native: "
+                         "the model's own chat method truncates by its own rule",
+                         "use --engine loop, or /budget off")
+
     def messages_for(self, view: PromptView) -> list[dict]:
         for rendered, messages in reversed(self._rendered):
             if rendered is view:

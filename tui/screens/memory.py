@@ -1,9 +1,10 @@
 """Memory against context tokens, plotted in the terminal.
 
 Points are the turns logged by the meter (memory after each turn); when a
-profile was run (``llm-tui profile``), its rows add a peak-memory curve and a
-KV-cache curve. The plot is drawn character by character by :func:`plot_lines`,
-a pure function that tests call directly.
+profile was run (``/profile``, or ``p`` on this screen), its rows add a
+peak-memory curve, a KV-cache curve on its own scale and a table under them.
+The plot is drawn character by character by :func:`plot_lines` and the table
+by :func:`profile_table`, pure functions that tests call directly.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Static
 
+from backends.errors import UsageError
 from backends.telemetry import TurnMemory, format_bytes
 
 from tui.widgets.sparkline import theme_style
@@ -140,6 +142,45 @@ def plot_lines(series: Sequence[Series], width: int, height: int, *,
     return lines
 
 
+def _rate(value) -> str:
+    return f"{value:,.1f}" if isinstance(value, (int, float)) else "—"
+
+
+def profile_table(rows: Sequence[dict], max_rows: int = 6) -> list[str]:
+    """The profile as a small table: context, peak, KV cache, KV per token, prefill
+    and decode tokens/s; a row that failed (out of memory) is its context and the error.
+    More rows than ``max_rows`` lines: the first, a line saying how many are left out, the last ones."""
+    header = ("context", "peak", "KV cache", "KV/token", "prefill tok/s", "decode tok/s")
+    cells: list[tuple[str, ...]] = [header]
+    for row in rows:
+        context = row.get("context_tokens")
+        label = f"{context:,}" if isinstance(context, (int, float)) else "?"
+        if row.get("error"):
+            cells.append((label, str(row["error"])))
+            continue
+        kv = row.get("kv_bytes")
+        per_token = row.get("kv_bytes_per_token")
+        if per_token is None and isinstance(kv, (int, float)) and isinstance(context, (int, float)) and context:
+            per_token = kv / context
+        cells.append((label, format_bytes(row.get("peak_bytes")), format_bytes(kv), format_bytes(per_token),
+                      _rate(row.get("prefill_tok_s")), _rate(row.get("decode_tok_s"))))
+    skipped = 0
+    if len(cells) - 1 > max(max_rows, 2):
+        keep = max(max_rows, 2) - 1
+        skipped = len(cells) - 1 - keep
+        cells = cells[:2] + cells[len(cells) - keep + 1:]
+    widths = [max(len(line[i]) for line in cells if len(line) == len(header)) for i in range(len(header))]
+    lines = []
+    for number, line in enumerate(cells):
+        if len(line) == len(header):
+            lines.append("  ".join(cell.rjust(widths[i]) for i, cell in enumerate(line)).rstrip())
+        else:
+            lines.append(line[0].rjust(widths[0]) + "  " + "  ".join(line[1:]))
+        if number == 1 and skipped:
+            lines.append("⋮".rjust(widths[0]) + f"  {skipped} more")
+    return lines
+
+
 class MemoryPlot(Widget):
     """Draws :func:`plot_lines` for some of the series at whatever size it is given."""
 
@@ -191,9 +232,19 @@ class MemoryPlot(Widget):
 
 
 class MemoryScreen(ModalScreen[None]):
-    """Memory after each turn (and a profile's curves) against context tokens; Esc closes."""
+    """Memory after each turn (and a profile's curves) against context tokens.
 
-    BINDINGS = [Binding("escape", "close", "Close", id="memory.close")]
+    ``p`` runs a profile with the default lengths (the app's ``start_profile``);
+    while one runs, Esc stops it (the rows measured so far stay) and the next
+    Esc closes.
+    """
+
+    BINDINGS = [
+        Binding("escape", "close", "Close", id="memory.close"),
+        Binding("p", "profile", "Run a profile", id="memory.profile"),
+    ]
+    #: Short terminals get the whole screen: the plots, the table and the lines under them.
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
 
     DEFAULT_CSS = """
     MemoryScreen { align: center middle; }
@@ -205,25 +256,42 @@ class MemoryScreen(ModalScreen[None]):
         padding: 0 1;
     }
     MemoryScreen #memory-title, MemoryScreen #memory-kv-title { text-style: bold; }
+    MemoryScreen.-short > #memory-dialog { width: 100%; height: 100%; }
+    MemoryScreen.-short #memory-kv-title { display: none; }
+    MemoryScreen #memory-dialog > Static { text-wrap: nowrap; text-overflow: ellipsis; }
     MemoryScreen #memory-kv-plot { height: 1fr; max-height: 12; }
     MemoryScreen #memory-summary, MemoryScreen #memory-hint { color: $text-muted; }
+    MemoryScreen #memory-profile { height: auto; }
+    MemoryScreen #memory-progress { color: $accent; }
+    MemoryScreen #memory-progress.-error { color: $error; }
     """
 
     def __init__(self, turns: list[TurnMemory], profile_rows: list[dict] | None = None, *,
+                 profile_label: str | None = None, note: str | None = None, note_error: bool = False,
                  name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
         """``turns``: TurnMemory records (a Meter, which has ``.turns``, is accepted too);
-        ``profile_rows``: dicts with context_tokens, peak_bytes and kv_bytes."""
+        ``profile_rows``: dicts with context_tokens, peak_bytes and kv_bytes (and the
+        other columns of ``backends.profile``); ``profile_label``: the model they were
+        measured on; ``note``: a line about the profile (its progress, how it ended),
+        drawn as an error with ``note_error``."""
         super().__init__(name=name, id=id, classes=classes)
         self.turns = list(getattr(turns, "turns", turns))
         self.profile_rows = list(profile_rows or [])
+        self.profile_label = profile_label
+        self.note = note or ""
+        self.note_error = note_error
 
     def compose(self) -> ComposeResult:
         xs = [t.context_tokens for t in self.turns]
-        xs += [r["context_tokens"] for r in self.profile_rows if isinstance(r.get("context_tokens"), (int, float))]
+        xs += [r["context_tokens"] for r in self.profile_rows
+               if isinstance(r.get("context_tokens"), (int, float)) and not r.get("error")]
         x_max = max(xs, default=None)
         has_kv = any(isinstance(r.get("kv_bytes"), (int, float)) for r in self.profile_rows)
+        title = "Memory vs context tokens"
+        if self.profile_rows and self.profile_label:
+            title += f" · profile of {self.profile_label}"
         with Vertical(id="memory-dialog"):
-            yield Static(Text("Memory vs context tokens"), id="memory-title")
+            yield Static(Text(title, no_wrap=True, overflow="ellipsis"), id="memory-title")
             yield MemoryPlot(self.turns, self.profile_rows, keys=("turn", "peak_bytes"), x_max=x_max,
                              id="memory-plot")
             if has_kv:
@@ -232,10 +300,20 @@ class MemoryScreen(ModalScreen[None]):
                 yield MemoryPlot(self.turns, self.profile_rows, keys=("kv_bytes",), x_max=x_max,
                                  id="memory-kv-plot")
             yield Static(Text(""), id="memory-legend")
-            yield Static(Text(self.summary()), id="memory-summary")
-            yield Static(Text("x: context tokens · Esc close"), id="memory-hint")
+            yield Static(Text(self.summary(), no_wrap=True, overflow="ellipsis"), id="memory-summary")
+            if self.profile_rows:
+                table = Text("\n".join(profile_table(self.profile_rows)), no_wrap=True, overflow="ellipsis")
+                yield Static(table, id="memory-profile")
+            progress = Static(Text(self.note, no_wrap=True, overflow="ellipsis"), id="memory-progress",
+                              classes="-error" if self.note_error else "")
+            progress.display = bool(self.note)
+            yield progress
+            yield Static(Text(self.hint(), no_wrap=True, overflow="ellipsis"), id="memory-hint")
 
     def on_mount(self) -> None:
+        self._show_legend()
+
+    def _show_legend(self) -> None:
         legend = Text(no_wrap=True, overflow="ellipsis")
         for plot in self.query(MemoryPlot):
             if legend.plain and plot.series():
@@ -256,5 +334,48 @@ class MemoryScreen(ModalScreen[None]):
         return (f"{len(self.turns)} turns: {name} {format_bytes(a)} → {format_bytes(b)} over "
                 f"{tokens:,} more context tokens (≈ {format_bytes((b - a) / tokens)} per token)")
 
+    def _profiling(self) -> bool:
+        return getattr(self.app, "profiling", None) is not None
+
+    def hint(self) -> str:
+        if self._profiling():
+            return "x: context tokens · Esc stop the profile (the rows so far stay)"
+        return "x: context tokens · p run a profile · Esc close"
+
+    async def show_profile(self, rows: list[dict], label: str | None, note: str | None = None, *,
+                           error: bool = False) -> None:
+        """Draw new profile rows (measured on ``label``); ``note`` replaces the progress line."""
+        self.profile_rows = list(rows or [])
+        self.profile_label = label
+        if note is not None:
+            self.note, self.note_error = note, error
+        await self.recompose()
+        self.call_after_refresh(self._show_legend)
+
+    def show_progress(self, note: str, *, error: bool = False) -> None:
+        """Replace the progress line (and the hint, which says what Esc does now)."""
+        self.note, self.note_error = note, error
+        if not self.is_mounted:
+            return
+        for progress in self.query("#memory-progress").results(Static):
+            progress.update(Text(note, no_wrap=True, overflow="ellipsis"))
+            progress.set_class(error, "-error")
+            progress.display = bool(note)
+        for hint in self.query("#memory-hint").results(Static):
+            hint.update(Text(self.hint(), no_wrap=True, overflow="ellipsis"))
+
+    def action_profile(self) -> None:
+        start = getattr(self.app, "start_profile", None)
+        if start is None:
+            self.show_progress("profiles run in llm-tui, with a model loaded", error=True)
+            return
+        try:
+            start("")
+        except UsageError as err:
+            self.show_progress(str(err), error=True)
+
     def action_close(self) -> None:
+        stop = getattr(self.app, "stop_profile", None)
+        if self._profiling() and stop is not None and stop():
+            return  # the first Esc stops the profile; the screen stays to show its rows
         self.dismiss(None)

@@ -23,6 +23,7 @@ class StatusInfo:
     tok_s: float | None = None
     state: str = ""  # "loading 40%", "generating", ""
     kv: str = ""  # the KV cache after the last turn and how much more context fits
+    budget: int | None = None  # /budget: prompts are kept within this many tokens
 
 
 class StatusBar(Widget):
@@ -62,6 +63,8 @@ class StatusBar(Widget):
         if context and i.context_used is not None:
             limit = f"/{i.context_max}" if i.context_max else ""
             parts += [" │ ctx ", f"{i.context_used}{limit}"]
+            if i.budget:
+                parts += [" · budget ", f"{i.budget:,}"]
         if kv and i.kv:
             parts += [" · ", visible_text(i.kv)]
         if i.ttft_s is not None:

@@ -33,6 +33,7 @@ from rich.text import Text
 
 from backends.prompt import Dropped, PromptView, Span
 from backends.sanitize import visible_text
+from backends.truncation import BUDGET_REASON
 
 from .sparkline import bar_text, level_style
 
@@ -216,7 +217,9 @@ def dropped_summary(view: PromptView, palette: Palette = DEFAULT_PALETTE) -> Tex
         parts.append(_plural(whole, "message") + " dropped")
     if cut:
         parts.append(_plural(cut, "message") + " cut short")
-    line = f"✂ {', '.join(parts)} ({_plural(view.dropped_tokens, 'token')}) by {printable(view.family)} truncation"
+    budget = all(BUDGET_REASON in d.reason for d in view.dropped)
+    by = "the prompt budget" if budget else f"{printable(view.family)} truncation"
+    line = f"✂ {', '.join(parts)} ({_plural(view.dropped_tokens, 'token')}) by {by}"
     return Text(line, palette.dropped, no_wrap=True, overflow="crop")
 
 
