@@ -574,9 +574,12 @@ def check_before_load(spec, located=None, *, context_tokens: int | None = None,
         plan = quant.plan_quantization(spec, located, None, on_gpu=placement.on_gpu, check_packages=False)
     config = read_checkpoint_config(located.path, located.gguf_file)
     kv_dtype = dtype
-    if plan.method in quant.BNB_METHODS and getattr(spec, "bnb_compute_dtype", None):
+    if plan.method in quant.BNB_METHODS and plan.own_bits is None and getattr(spec, "bnb_compute_dtype", None):
         kv_dtype = quant.bnb_compute_dtype(spec, dtype)
-    weights = estimate_weights(located.path, located.gguf_file, dtype=dtype, quant_bits=plan.weight_bits,
+    quant_bits = plan.weight_bits
+    if plan.own_bits is not None and not placement.on_gpu:
+        quant_bits = None  # a checkpoint's own quantize runs on the weights loaded in full: that is the peak
+    weights = estimate_weights(located.path, located.gguf_file, dtype=dtype, quant_bits=quant_bits,
                                config=config, pre_quantized=plan.checkpoint is not None)
     try:
         per_token = kv_bytes_per_token(config, kv_dtype)
@@ -782,7 +785,9 @@ def context_projection(handle, context_tokens: int, *, devices: list[DeviceMemor
     free = _free_for(handle, devices)
     fit = None
     if free is not None and per_token:
-        fit = max(int(free * WARN_FRACTION) // per_token, 0)
+        # Each turn builds its cache anew over the whole context, and between turns no cache
+        # is held: what is free must take all of it, so the context so far counts against it.
+        fit = max(int(free * WARN_FRACTION) // per_token - int(context_tokens), 0)
     text = f"KV cache {format_bytes(kv)} for {context_tokens} tokens ({format_bytes(per_token)}/token)"
     if fit is not None:
         text += f"; ~{fit:,} more tokens fit in {format_bytes(free)} free"

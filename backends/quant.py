@@ -4,8 +4,12 @@
 :class:`QuantPlan`: the transformers quantization config to pass to
 ``from_pretrained`` (bitsandbytes 4/8-bit quantize while loading), or nothing
 when the checkpoint is already quantized (GPTQ, AWQ, a saved bitsandbytes
-model …) and is loaded as it is. Missing packages and impossible combinations
-become one-line errors that name the extra to install or the flag to change.
+model …) and is loaded as it is. ``int4`` (and ``int8``, where it applies) is
+a remote-code checkpoint's own ``quantize(bits)`` (ChatGLM2/3, Baichuan), run
+by :mod:`backends.remote.load` after the weights are read
+(:mod:`backends.remote.ownquant` says what it needs). Missing packages and
+impossible combinations become one-line errors that name the extra to install
+or the flag to change.
 
 Nothing here imports torch or transformers until a config has to be built.
 """
@@ -24,6 +28,9 @@ from .errors import MissingPackageError, ModelLoadError, UsageError
 BNB_METHODS = ("nf4", "fp4", "int8")
 #: Methods that only load checkpoints quantized beforehand.
 CHECKPOINT_METHODS = ("gptq", "awq")
+#: A remote-code checkpoint's own ``quantize(bits)``: ``int4`` only means that; ``int8`` means it
+#: when the checkpoint has the method and llm-tui loads it itself, bitsandbytes int8 otherwise.
+OWN_METHODS = ("int4", "int8")
 
 #: Which pip extra brings the packages a method needs.
 EXTRAS = {"nf4": "bnb", "fp4": "bnb", "int8": "bnb", "bitsandbytes": "bnb", "gptq": "quant", "awq": "quant"}
@@ -75,10 +82,14 @@ class QuantPlan:
     #: Stored bits per quantized linear weight, scales included; None when nothing is quantized.
     weight_bits: float | None = None
     double_quant: bool = False
+    #: 4 or 8 when the checkpoint's own ``quantize(bits)`` runs after loading (``method`` is "int4"/"int8").
+    own_bits: int | None = None
 
     @property
     def label(self) -> str:
-        """Short text for the status bar and ``ModelInfo.quant``: "nf4", "int8", "gptq-4bit", "none"."""
+        """Short text for the status bar and ``ModelInfo.quant``: "nf4", "int8", "gptq-4bit", "int4 (own)", "none"."""
+        if self.own_bits is not None:
+            return f"{self.method} (own)"
         if self.checkpoint is not None and self.checkpoint.loads_quantized:
             name = self.checkpoint.quant_name or self.checkpoint.method
             bits = self.checkpoint.bits
@@ -137,7 +148,14 @@ def checkpoint_quantization(path: Path, gguf_file: str | None = None) -> Checkpo
 
 def effective_bits(method: str, *, bits: float | None = None, group_size: int | None = None,
                    double_quant: bool = False) -> float:
-    """Bits one quantized weight really takes in memory, its share of the scales included."""
+    """Bits one quantized weight really takes in memory, its share of the scales included.
+
+    ``int4`` is a checkpoint's own 4-bit quantize: ChatGLM's int4 has one 16-bit
+    scale per row (a few thousandths of a bit), Baichuan2's is bitsandbytes nf4
+    with double quantization; the larger of the two is counted.
+    """
+    if method == "int4":
+        return 4 + 8 / BNB_BLOCK + 32 / (BNB_BLOCK * 256)
     if method in ("nf4", "fp4") or (method == "bitsandbytes" and (bits or 4) == 4):
         if double_quant:  # 8-bit absmax per block, plus an fp32 per 256 blocks
             return 4 + 8 / BNB_BLOCK + 32 / (BNB_BLOCK * 256)
@@ -219,6 +237,11 @@ def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
 
     if wanted == "none":
         return QuantPlan(checkpoint=existing)
+    if wanted in OWN_METHODS:
+        own = own_quantize_plan(spec, located, on_gpu=on_gpu, check_packages=check_packages,
+                                refuse=wanted == "int4")
+        if own is not None:
+            return own
     if existing is not None:  # a GGUF file: transformers refuses a quantization config with gguf_file
         raise UsageError(f"--quant {wanted} cannot be applied to the GGUF file '{label}' "
                          "(transformers dequantizes GGUF weights and loads them unquantized)",
@@ -234,6 +257,47 @@ def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
         config = bnb_config(wanted, bnb_compute_dtype(spec, load_dtype), double_quant)
     return QuantPlan(method=wanted, config=config, checkpoint=existing,
                      weight_bits=effective_bits(wanted, double_quant=double_quant), double_quant=double_quant)
+
+
+def own_quantize_plan(spec, located, *, on_gpu: bool = False, check_packages: bool = True,
+                      refuse: bool = True) -> QuantPlan | None:
+    """The plan for the checkpoint's own ``quantize(bits)``, when ``--quant`` means it here.
+
+    None when it does not apply (and ``refuse`` is False: ``int8`` then means
+    bitsandbytes); with ``refuse``, one UsageError line saying why it does not.
+    Reads the checkpoint's files only; none of its code runs.
+    """
+    from .remote.load import OWN_LOADING_ENGINES, model_class_ref
+    from .remote.ownquant import find_own_quantize, require
+
+    wanted = getattr(spec, "quant", "none")
+    label = getattr(spec, "label", str(located.path))
+    bits = 4 if wanted == "int4" else 8
+    remote = getattr(located, "gguf_file", None) is None and model_class_ref(located.path) is not None
+    own = find_own_quantize(located.path) if remote else None
+    engine = getattr(spec, "engine", "auto")
+    if own is not None and engine in OWN_LOADING_ENGINES:
+        quant_bit = read_config(located.path).get("quantization_bit")
+        if isinstance(quant_bit, int) and quant_bit > 0:
+            raise UsageError(f"'{label}' is already quantized to {quant_bit} bits by its own code "
+                             "(config.json quantization_bit)", "drop --quant to load it as it is")
+        if check_packages:
+            require(own, bits, device="cuda" if on_gpu else "cpu", label=label)
+        if "bitsandbytes" in own.packages(bits):  # Baichuan2's quantizer is bitsandbytes
+            quiet_int8_cast_warning()
+        return QuantPlan(method=wanted, weight_bits=effective_bits(wanted), own_bits=bits)
+    if not refuse:
+        return None
+    if own is not None:  # a quantize() of its own, but from_pretrained loads it
+        raise UsageError(f"--quant {wanted} runs the own quantize({bits}) of '{label}', which needs llm-tui "
+                         f"to load it itself, not --engine {engine}",
+                         "use --engine auto, loop or native, or --quant nf4 with --engine generate")
+    if remote:
+        raise UsageError(f"--quant {wanted} is a checkpoint's own quantize({bits}) (ChatGLM2/3, Baichuan), and "
+                         f"the model class of '{label}' has none", "use --quant nf4 or fp4 (bitsandbytes 4-bit)")
+    raise UsageError(f"--quant {wanted} is a remote-code checkpoint's own quantize({bits}) (ChatGLM2/3, "
+                     f"Baichuan with --trust-remote-code); '{label}' is not one",
+                     "use --quant nf4 or fp4 (bitsandbytes 4-bit) for other models")
 
 
 def _installed(module: str) -> bool:

@@ -6,7 +6,9 @@ from dataclasses import asdict, dataclass, replace
 
 from .errors import UsageError
 
-QUANT_CHOICES = ("none", "nf4", "fp4", "int8", "gptq", "awq")
+#: int4 is a remote-code checkpoint's own quantize(4) (ChatGLM2/3, Baichuan); int8 is that checkpoint's
+#: own quantize(8) when llm-tui loads it itself, bitsandbytes int8 otherwise (backends.quant).
+QUANT_CHOICES = ("none", "nf4", "fp4", "int8", "int4", "gptq", "awq")
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 ENGINE_CHOICES = ("auto", "generate", "loop", "native")
 

@@ -129,3 +129,35 @@ def test_remote_code_asks_first_then_loads_with_consent(tmp_path):
             assert app.status.info.family == "qwen"
 
     asyncio.run(scenario())
+
+
+def test_the_picker_loads_a_model_quantized(tiny_pair):
+    """F2, q to choose nf4, a number to load: the same checkpoint comes up as a slot of its own, in 4-bit."""
+    a, _ = tiny_pair
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=[str(a)]))
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_loaded(pilot, app)
+            plain = app.models.handle.info.footprint_bytes
+            await pilot.press("escape")  # leave the input
+            await pilot.press("f2")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelPicker")
+            assert "Load as (q): as configured" in screen_text(app)
+            await pilot.press("q", "q")
+            assert app.screen.quant == "nf4"
+            await pilot.press("1")
+            await wait_for(pilot, lambda: app.models.active == 1 and app.models.loading is None, timeout=120)
+            slot = app.models.current
+            assert slot.name == f"{a} (nf4)" and slot.spec.quant == "nf4"
+            assert app.models.handle.info.quant == "nf4" and app.models.handle.info.footprint_bytes < plain
+            assert app.models.slots[0].handle is None  # the fp32 one was unloaded
+            assert "nf4" in app.status.info.quant
+            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "4")
+            await send(pilot, app, "hello")
+            assert app.chat.last_reply().status == "complete"
+            # /model NAME QUANT does the same from the input; the fp32 slot is found again by name.
+            await command_model(pilot, app, f"/model {a} none")
+            assert app.models.active == 0 and app.models.handle.info.quant == "none"
+
+    asyncio.run(scenario())

@@ -137,6 +137,7 @@ class ChatFlow:
         if turn is None or message.turn != turn.index:
             return
         self.turn = None
+        self.turn_count -= 1  # nothing ran: the next turn takes its number
         await self.chat.remove_from_last(Reply)
         self._finish_record(turn.message_id, "", "stopped", None)
         self.status.set(state="")
@@ -149,8 +150,8 @@ class ChatFlow:
             self.params = replace(self.params, max_prompt_tokens=fit.budget)
             self.recorder.configure(params=self.params.to_json())
             self.status.set(budget=fit.budget)
-            self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule} "
-                                 "(/budget off removes the limit)")
+            self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule}; "
+                                 "/budget off removes the limit")
             await self.generate()
         elif choice == "send":
             await self.generate(check_memory=False)
@@ -162,15 +163,7 @@ class ChatFlow:
         if self.input.text.strip():
             self.chat.add_notice("not sent; Ctrl+R sends it, /budget N keeps prompts within N tokens")
             return
-        text = self.conversation.pop_last_user()
-        if text is None:
-            return
-        await self.chat.remove_from_last(UserMessage)
-        self.recorder.truncate(self._stored_count())
-        self.input.load_text(text)
-        self.input.move_cursor(self.input.document.end)
-        self.input.focus()
-        self.schedule_preview()
+        await self._take_back_last_message()
 
     def _command_budget(self, arg: str) -> None:
         if not arg:
@@ -261,16 +254,21 @@ class ChatFlow:
         if self.turn is not None:
             self.chat.add_notice("a reply is still being generated — press Esc to stop it first", error=True)
             return
+        if not await self._take_back_last_message():
+            self.chat.add_notice("there is no message to edit", error=True)
+
+    async def _take_back_last_message(self) -> bool:
+        """Move the last user message (and what follows it) from the chat into the input."""
         text = self.conversation.pop_last_user()
         if text is None:
-            self.chat.add_notice("there is no message to edit", error=True)
-            return
+            return False
         await self.chat.remove_from_last(UserMessage)
         self.recorder.truncate(self._stored_count())
         self.input.load_text(text)
         self.input.move_cursor(self.input.document.end)
         self.input.focus()
         self.schedule_preview()
+        return True
 
     async def action_clear(self) -> None:
         self._stop_turn()
@@ -346,7 +344,7 @@ class ChatFlow:
         elif name == "model":
             if not arg:
                 raise UsageError("/model needs a name or number", "for example: /model 2 — or press F2")
-            self.switch_to(arg)
+            self.switch_to(*commands.parse_model(arg))
         elif name == "models":
             self.action_models()
         elif name == "regen":

@@ -30,7 +30,7 @@ cache, an alias from the config file, or omitted for the embedded default model
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("loading")
-    group.add_argument("--quant", default="none", choices=QUANT_CHOICES, help="quantize on load (bitsandbytes nf4/fp4/int8) or load a GPTQ/AWQ checkpoint")
+    group.add_argument("--quant", default="none", choices=QUANT_CHOICES, help="quantize on load (bitsandbytes nf4/fp4/int8), run a remote-code checkpoint's own quantize(4|8) (int4/int8: ChatGLM2/3, Baichuan), or load a GPTQ/AWQ checkpoint")
     group.add_argument("--bnb-double-quant", action="store_true", help="bitsandbytes 4-bit: double quantization (saves ~0.4 bit/param)")
     group.add_argument("--bnb-compute-dtype", default="auto", choices=DTYPE_CHOICES, help="bitsandbytes 4-bit compute dtype")
     group.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="weight dtype (auto: bf16/fp16 on GPU, fp32 on CPU)")

@@ -26,7 +26,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("set", "NAME VALUE", "set a sampling parameter: " + ", ".join(PARAM_NAMES)),
     SlashCommand("seed", "N|none", "set the sampling seed (none: random)"),
     SlashCommand("params", "", "show the sampling parameters"),
-    SlashCommand("model", "NAME|N", "switch model: a number from the picker, an alias, a path or an HF id"),
+    SlashCommand("model", "NAME|N [QUANT]", "switch model: a number from the picker, an alias, a path or an HF id; "
+                 "QUANT (nf4, fp4, int8, none) loads it quantized that way"),
     SlashCommand("models", "", "open the model picker"),
     SlashCommand("regen", "", "regenerate the last reply"),
     SlashCommand("edit", "", "put the last message back in the input to edit and resend"),
@@ -74,6 +75,17 @@ def literal(text: str) -> str:
     """The message text for input that is not a command (``//x`` sends ``/x``)."""
     stripped = text.lstrip()
     return stripped[1:] if stripped.startswith("//") else text
+
+
+def parse_model(arg: str) -> tuple[str, str | None]:
+    """``/model NAME [QUANT]`` -> (NAME, QUANT or None); a path with spaces stays whole."""
+    from backends.quant import CHECKPOINT_METHODS
+    from backends.spec import QUANT_CHOICES
+
+    name, _, last = arg.strip().rpartition(" ")
+    if name.strip() and last.lower() in QUANT_CHOICES and last.lower() not in CHECKPOINT_METHODS:
+        return name.strip(), last.lower()
+    return arg.strip(), None
 
 
 def parse_set(arg: str) -> tuple[str, str]:

@@ -117,11 +117,17 @@ class ModelFlow:
 
         self.push_screen(ConsentScreen(slot.label, message.folder, message.files), answered)
 
-    def switch_to(self, name: str) -> None:
-        """Switch to a model by number, slot name, alias, path or HF id."""
+    def switch_to(self, name: str, quant: str | None = None) -> None:
+        """Switch to a model by number, slot name, alias, path or HF id; ``quant`` (e.g. "nf4")
+        loads it quantized that way, as a slot of its own."""
         index = self.models.find(name)
-        if index is None:
-            index = self.models.add(name, spec_for(name, self.settings.options, self.config))
+        spec = self.models.slots[index].spec if index is not None else spec_for(name, self.settings.options,
+                                                                                self.config)
+        if quant is not None and quant != spec.quant:
+            base = self.models.slots[index].name if index is not None else name
+            index = self.models.add(f"{base} ({quant})", spec.with_(quant=quant))
+        elif index is None:
+            index = self.models.add(name, spec)
         self.load_slot(index)
 
     def action_switch_model(self, number: int) -> None:
@@ -145,7 +151,7 @@ class ModelFlow:
                 detail = str(slot.spec.source) if slot.spec.source else "the embedded default model"
             entries.append(Entry(slot.name, detail, "slot", state))
         self.push_screen(ModelPicker(entries, with_catalog=not self.settings.frozen),
-                         lambda name: self.switch_to(name) if name else None)
+                         lambda pick: self.switch_to(pick.name, pick.quant) if pick else None)
 
     # -- the prompt preview --------------------------------------------------------------------
 

@@ -12,7 +12,11 @@ computed buffers uninitialised. This path avoids the loading machinery:
 3. the weights are read here from safetensors (or ``.bin`` with
    ``weights_only=True``), sharded or not; missing tensors are one error line;
 4. the buffer guard compares the computed buffers with a fresh instance;
-5. the model moves to its device.
+5. with ``--quant int4``/``int8`` and a model class that has its own
+   ``quantize(bits)`` (ChatGLM2/3, Baichuan), that method runs (what it needs
+   is checked from the files before step 1: :mod:`backends.remote.ownquant`);
+6. the model moves to its device (a quantized one always: bitsandbytes-based
+   quantizers finish there), and a quantized one runs one token to prove it.
 
 Nothing here decides whether remote code may run: the caller checks consent
 first, and :func:`load_remote` checks it again.
@@ -31,6 +35,8 @@ from ..spec import ModelSpec
 from . import fixes
 from .buffers import guard_buffers, skip_weight_init
 
+#: The ``--engine`` values for which llm-tui loads a remote-code checkpoint itself.
+OWN_LOADING_ENGINES = ("auto", "loop", "native")
 #: auto_map keys that name a model class a chat turn can run, in order of preference.
 _MODEL_KEYS = ("AutoModelForCausalLM", "AutoModel")
 _INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
@@ -69,9 +75,15 @@ def load_remote(spec: ModelSpec, located: Located, progress: Progress | None = N
     progress = progress or (lambda message, fraction=None: None)
     path = located.path
     require_consent(path, spec)
+    device = _single_device(spec)
+    plan = None
     if spec.quant != "none":
-        raise ModelLoadError(f"--quant {spec.quant} is not available when llm-tui loads '{spec.label}' itself",
-                             "use --engine generate (transformers' own loading) to quantize it")
+        from ..quant import plan_quantization
+
+        plan = plan_quantization(spec, located, None, on_gpu=device.startswith("cuda"))
+        if plan.own_bits is None:
+            raise ModelLoadError(f"--quant {spec.quant} is not available when llm-tui loads '{spec.label}' itself",
+                                 "use --engine generate (transformers' own loading) to quantize it")
     if read_json(path / "config.json").get("quantization_config"):
         raise ModelLoadError(f"'{spec.label}' is a pre-quantized checkpoint",
                              "use --engine generate (transformers' own loading) for it")
@@ -84,11 +96,13 @@ def load_remote(spec: ModelSpec, located: Located, progress: Progress | None = N
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
-    device = _single_device(spec)
     dtype = resolve_dtype(spec, device.startswith("cuda"))
+    own_bits = plan.own_bits if plan is not None else None
+    if own_bits and spec.dtype == "auto" and device.startswith("cuda"):
+        dtype = torch.float16  # as the vendors' READMEs run it; ChatGLM's int4 kernels have no bf16 entry
     from ..memory import check_before_load
 
-    verdict = check_before_load(spec, located, dtype=dtype)
+    verdict = check_before_load(spec, located, dtype=dtype, plan=plan)
     verdict.raise_if_refused()
     if verdict.level == "warn":
         progress(verdict.line, None)
@@ -107,14 +121,28 @@ def load_remote(spec: ModelSpec, located: Located, progress: Progress | None = N
     for note in report.notes:
         progress(note, None)
     model.eval()
-    if device != "cpu":
+    if own_bits:
+        from ..telemetry import format_bytes
+        from .ownquant import check_runs, run_quantize, weights_bytes
+
+        before = weights_bytes(model)
+        progress(f"quantizing {spec.label} with its own quantize({own_bits})", None)
+        model = run_quantize(model, own_bits, label=spec.label)
+        model.eval()
+    if device != "cpu" or own_bits:
         try:
             model.to(device)
         except torch.OutOfMemoryError:
             raise ModelLoadError(f"out of memory moving '{spec.label}' to {device}",
                                  "try a smaller --dtype, --device-map cpu, or --engine generate with --quant") from None
+    if own_bits:
+        after = weights_bytes(model)  # before a forward builds caches some vendors keep (Baichuan's alibi mask)
+        check_runs(model, label=spec.label, bits=own_bits, device=device, dtype=dtype)
+        progress(f"{spec.label}: its own quantize({own_bits}) took the weights from {format_bytes(before)} "
+                 f"to {format_bytes(after)}", None)
     tokenizer = load_vendor_tokenizer(path, spec) if with_tokenizer else None
-    return Loaded(model, tokenizer, located, device=describe_device(model), dtype=str(dtype).replace("torch.", ""))
+    return Loaded(model, tokenizer, located, device=describe_device(model), dtype=str(dtype).replace("torch.", ""),
+                  quant=plan.label if plan is not None else "none")
 
 
 def _single_device(spec: ModelSpec) -> str:

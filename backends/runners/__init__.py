@@ -45,12 +45,19 @@ def prepare(spec: ModelSpec, progress: Progress | None = None) -> Prepared:
     checkpoint's own streaming method, or one UsageError line when it has none.
     ``generate``: ``from_pretrained`` and ``generate()`` even for remote code,
     with the buffer guard run after loading.
+    llm-tui loads a remote-code checkpoint itself unquantized, or with
+    ``--quant int4``/``int8`` when its model class has its own ``quantize``
+    (ChatGLM2/3, Baichuan), which then runs; other ``--quant`` values go
+    through ``from_pretrained`` (bitsandbytes).
     Consent is checked before any of the checkpoint's code runs.
     """
     from ..engine import GenerateRunner
     from ..loader import load, locate, require_consent
+    from ..quant import OWN_METHODS
     from ..remote import guard_buffers, is_remote_model, load_remote
     from ..remote.fixes import install_import_standins
+    from ..remote.load import OWN_LOADING_ENGINES
+    from ..remote.ownquant import find_own_quantize
     from ..tokenizer_side import family_for
 
     located = locate(spec, progress)
@@ -60,7 +67,8 @@ def prepare(spec: ModelSpec, progress: Progress | None = None) -> Prepared:
     if engine == "native" and not remote:
         raise UsageError(f"--engine native runs a checkpoint's own streaming method; '{spec.label}' has no code "
                          "of its own", "use --engine auto (transformers' generate) or --engine loop")
-    own_loading = remote and engine in ("auto", "loop", "native") and spec.quant == "none"
+    own_loading = remote and engine in OWN_LOADING_ENGINES and (
+        spec.quant == "none" or (spec.quant in OWN_METHODS and find_own_quantize(located.path) is not None))
     if own_loading:
         loaded = load_remote(spec, located, progress, generation_mixin=engine == "native")
     else:

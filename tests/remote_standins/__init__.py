@@ -17,6 +17,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 CODE_FILES = ("configuration_tinyqwen.py", "modeling_tinyqwen.py")
+#: A model class with its own ``quantize(bits)`` and the module it uses (``own_quantize=True``).
+QUANT_FILES = ("modeling_tinyquant.py", "quantization_tiny.py")
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -24,18 +26,25 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def make_tinyqwen_dir(root: Path, *, vocab_size: int = 151936, seed: int = 0, shards: int = 1,
-                      weights: str = "safetensors", qwen_vocab: bool = True, **config) -> Path:
-    """A Qwen-v1-like remote-code checkpoint: stand-in code, random weights, the real Qwen vocabulary."""
+                      weights: str = "safetensors", qwen_vocab: bool = True, own_quantize: bool = False,
+                      **config) -> Path:
+    """A Qwen-v1-like remote-code checkpoint: stand-in code, random weights, the real Qwen vocabulary.
+
+    ``own_quantize``: its model class is ``TinyQuantLMHeadModel``, which has a
+    ``quantize(bits)`` of its own like ChatGLM2/3 and Baichuan (same weights).
+    """
     root.mkdir(parents=True, exist_ok=True)
-    for name in CODE_FILES:
+    for name in CODE_FILES + (QUANT_FILES if own_quantize else ()):
         shutil.copyfile(HERE / name, root / name)
+    model_ref = ("modeling_tinyquant.TinyQuantLMHeadModel" if own_quantize
+                 else "modeling_tinyqwen.TinyQWenLMHeadModel")
     settings = {"vocab_size": vocab_size, "hidden_size": 32, "num_attention_heads": 4, "num_hidden_layers": 2,
                 "intermediate_size": 64, "seq_length": 48, "use_logn_attn": True}
     settings.update(config)
     write_json(root / "config.json", {
         "architectures": ["QWenLMHeadModel"],
         "auto_map": {"AutoConfig": "configuration_tinyqwen.TinyQWenConfig",
-                     "AutoModelForCausalLM": "modeling_tinyqwen.TinyQWenLMHeadModel"},
+                     "AutoModelForCausalLM": model_ref},
         "model_type": "qwen",
         **settings,
     })

@@ -15,6 +15,23 @@ from textual.widgets.option_list import Option
 from backends.sanitize import visible_text
 
 
+#: What ``q`` cycles through: None loads as configured (command line, config alias); the
+#: others quantize while loading. GPTQ/AWQ checkpoints are detected and load as they are.
+def quant_picks() -> tuple[str | None, ...]:
+    from backends.quant import CHECKPOINT_METHODS
+    from backends.spec import QUANT_CHOICES
+
+    return (None, *[q for q in QUANT_CHOICES if q not in CHECKPOINT_METHODS])
+
+
+@dataclass(frozen=True)
+class Pick:
+    """The picker's answer: which model, and how to quantize it (None: as configured)."""
+
+    name: str
+    quant: str | None = None
+
+
 @dataclass(frozen=True)
 class Entry:
     name: str  # what selecting it loads (a MODEL argument)
@@ -23,11 +40,12 @@ class Entry:
     state: str = ""  # "active", "loaded", "loading", "failed"
 
 
-class ModelPicker(ModalScreen[str | None]):
-    """Returns the chosen MODEL name, or None."""
+class ModelPicker(ModalScreen[Pick | None]):
+    """Returns the chosen model and quantization (a Pick), or None."""
 
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="picker.close"),
+        Binding("q", "cycle_quant", "Quantization", id="picker.quant"),
         *[Binding(str(n), f"pick({n})", f"Model {n}", show=False, id=f"picker.pick-{n}") for n in range(1, 10)],
     ]
 
@@ -35,12 +53,30 @@ class ModelPicker(ModalScreen[str | None]):
         super().__init__()
         self.entries = list(entries)
         self.with_catalog = with_catalog
+        self.quant: str | None = None
 
     def compose(self):
         with Vertical(id="picker-body") as body:
-            body.border_title = "Models — Enter or 1-9 loads, Esc closes"
+            body.border_title = "Models — Enter or 1-9 loads, q quantization, Esc closes"
             yield OptionList(*[self._option(i, e) for i, e in enumerate(self.entries)], id="picker-list")
+            yield Static(self._quant_line(), id="picker-quant")
             yield Static(Content("looking for more models…" if self.with_catalog else ""), id="picker-note")
+
+    def _quant_line(self) -> Content:
+        picks = quant_picks()
+        choices = []
+        for pick in picks:
+            name = pick or "as configured"
+            choices.append((name, "bold reverse") if pick == self.quant else (name, ""))
+            choices.append(" · ")
+        return Content.assemble("Load as (q): ", *choices[:-1],
+                                ("\nnf4, fp4, int8: bitsandbytes while loading · int4: the checkpoint's own "
+                                 "quantize() (ChatGLM, Baichuan) · GPTQ/AWQ checkpoints load as they are", "dim"))
+
+    def action_cycle_quant(self) -> None:
+        picks = quant_picks()
+        self.quant = picks[(picks.index(self.quant) + 1) % len(picks)] if self.quant in picks else picks[0]
+        self.query_one("#picker-quant", Static).update(self._quant_line())
 
     def on_mount(self) -> None:
         if self.with_catalog:
@@ -76,8 +112,8 @@ class ModelPicker(ModalScreen[str | None]):
 
     @on(OptionList.OptionSelected)
     def chosen(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(self.entries[event.option_index].name)
+        self.dismiss(Pick(self.entries[event.option_index].name, self.quant))
 
     def action_pick(self, number: int) -> None:
         if number <= len(self.entries):
-            self.dismiss(self.entries[number - 1].name)
+            self.dismiss(Pick(self.entries[number - 1].name, self.quant))
