@@ -24,8 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def build_view(tokens: int):
-    from backends.spec import ModelSpec
-    from backends.tokenizer_side import open_family
+    from backends.core.spec import ModelSpec
+    from backends.prompt.family_for import open_family
 
     family, _ = open_family(ModelSpec())
     messages = []

@@ -18,11 +18,11 @@ from pathlib import Path
 import _setup  # noqa: F401
 import torch
 
-from backends.demo import ensure_demo
-from backends.engine import open_model
-from backends.events import DoneEvent
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
+from backends.checkpoint.demo import ensure_demo
+from backends.generation.open import open_model
+from backends.core.events import DoneEvent
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 
@@ -33,7 +33,7 @@ def bare_generate(handle, ids: list[int], params: SamplingParams) -> tuple[int, 
     Thread placement matters on CPU: torch's intra-op thread team behaves
     differently in the main thread, so both sides run in a fresh thread.
     """
-    from backends.engine import generation_config
+    from backends.generation.runners.generate import generation_config
 
     input_ids = torch.tensor([ids])
     config = generation_config(handle.model, params, handle.family.stop_ids())

@@ -37,7 +37,7 @@ def build_model(out: Path, layers: int, hidden: int) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from backends.demo import ensure_demo
+    from backends.checkpoint.demo import ensure_demo
 
     demo = ensure_demo()
     torch.manual_seed(0)
@@ -60,8 +60,8 @@ MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
 
 def run_headless(handle, tokens: int) -> dict:
     """The engine alone, read the way `llm-tui run` reads it."""
-    from backends.events import DoneEvent
-    from backends.params import SamplingParams
+    from backends.core.events import DoneEvent
+    from backends.core.params import SamplingParams
 
     generation = handle.stream(MESSAGES, SamplingParams(temperature=0, max_new_tokens=tokens), threading.Event())
     start = time.perf_counter()
@@ -78,7 +78,7 @@ def run_headless(handle, tokens: int) -> dict:
 async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = False) -> dict:
     """The same turn typed into the real app; the app shows every token as it comes."""
     from tui.app import LlmTuiApp
-    from tui.launch import AppSettings
+    from tui.settings import AppSettings
 
     app = LlmTuiApp(AppSettings(models=[str(model_dir)], frozen=True), handles={0: handle})
     app.params = app.params.with_value("max_new_tokens", str(tokens)).with_value("temperature", "0")
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="llm-tui-bench-") as tmp:
         os.environ.setdefault("LLM_TUI_DATA_DIR", str(Path(tmp) / "data"))
         os.environ.setdefault("LLM_TUI_CONFIG_DIR", str(Path(tmp) / "config"))
-        from backends.engine import open_model
-        from backends.spec import ModelSpec
+        from backends.generation.open import open_model
+        from backends.core.spec import ModelSpec
 
         model_dir = build_model(Path(tmp) / "bench-tiny", args.layers, args.hidden)
         handle = open_model(ModelSpec(source=str(model_dir)))

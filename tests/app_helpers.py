@@ -86,8 +86,8 @@ def snap_model_dir(demo_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def long_handle(tiny_long_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     return open_model(ModelSpec(source=str(tiny_long_model_dir)))
 
@@ -112,8 +112,8 @@ def script(handle, text: str) -> None:
 @pytest.fixture(scope="session")
 def scripted_handle(tiny_model_dir):
     """A tiny model of its own, to be scripted with ``script()``."""
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     return open_model(ModelSpec(source=str(tiny_model_dir)))
 

@@ -30,15 +30,15 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
 @pytest.fixture(scope="session")
 def demo_dir() -> Path:
     """The embedded default model, prepared (downloaded and converted) on first use."""
-    from backends.demo import ensure_demo
+    from backends.checkpoint.demo import ensure_demo
 
     return ensure_demo()
 
 
 @pytest.fixture(scope="session")
 def demo_handle(demo_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec())
     yield handle
@@ -84,7 +84,7 @@ def tiny_long_model_dir(demo_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_handle(tiny_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     return open_model(ModelSpec(source=str(tiny_model_dir)))

@@ -8,7 +8,7 @@ import time
 from app_helpers import one_torch_thread, command, generation_threads, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
 
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 from tui.widgets.chat import Notice, Reply, UserMessage
 
 

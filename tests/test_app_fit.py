@@ -12,10 +12,11 @@ import asyncio
 import pytest
 from app_helpers import command, screen_text, wait_for, wait_loaded  # noqa: F401
 
-from backends.memory import turn_needs, weights_on
-from backends.spec import ModelSpec
+from backends.memory.turn import turn_needs
+from backends.memory.weights import weights_on
+from backends.core.spec import ModelSpec
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 from tui.screens.fit import FitScreen
 from tui.widgets.chat import Reply, UserMessage
 
@@ -25,7 +26,7 @@ LAST = "and what about the last question?"
 @pytest.fixture(scope="module")
 def capped_handle(tiny_model_dir):
     """The tiny model allowed about 150 tokens of turn beyond its weights."""
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LLM_TUI_MEMORY_CHECK", "warn")  # the load check budgets a 2k context

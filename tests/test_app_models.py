@@ -8,8 +8,7 @@ import hashlib
 from app_helpers import one_torch_thread, screen_text, send, tiny_pair, wait_for, wait_loaded  # noqa: F401
 
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
-from tui.models import LoadOptions
+from tui.settings import AppSettings, LoadOptions, spec_for
 from tui.widgets.chat import Reply
 
 
@@ -161,3 +160,30 @@ def test_the_picker_loads_a_model_quantized(tiny_pair):
             assert app.models.active == 0 and app.models.handle.info.quant == "none"
 
     asyncio.run(scenario())
+
+
+def test_the_app_honours_the_bitsandbytes_flags(tiny_model_dir):
+    """--bnb-double-quant and --bnb-compute-dtype reach the loaded model, as they do for `run`."""
+    import torch
+
+    from tui.cli import app_parser, command_parser
+    from tui.headless import spec_from_args
+
+    argv = [str(tiny_model_dir), "--quant", "nf4", "--bnb-double-quant", "--bnb-compute-dtype", "bf16"]
+    settings = AppSettings.from_args(app_parser().parse_args(argv))
+
+    async def scenario():
+        app = LlmTuiApp(settings)
+        async with app.run_test(size=(120, 36)) as pilot:
+            await wait_loaded(pilot, app)
+            slot = app.models.current
+            assert (slot.spec.bnb_double_quant, slot.spec.bnb_compute_dtype) == (True, "bf16")
+            config = slot.handle.model.config.quantization_config
+            assert config.bnb_4bit_use_double_quant is True
+            assert config.bnb_4bit_compute_dtype == torch.bfloat16
+            assert slot.handle.info.quant == "nf4+dq"  # shown as such in the status bar and picker
+
+    asyncio.run(scenario())
+    # The headless commands build the same spec from the same flags.
+    run_args = command_parser("run").parse_args([str(tiny_model_dir), "-p", "hi", *argv[1:]])
+    assert spec_from_args(run_args) == spec_for(str(tiny_model_dir), settings.options)

@@ -7,7 +7,7 @@ import asyncio
 from app_helpers import one_torch_thread, screen_text, send, wait_for, wait_loaded  # noqa: F401
 
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 
 
 def test_inspector_previews_while_typing_and_checks_after_sending(tiny_handle):
@@ -95,7 +95,7 @@ def test_panes_hide_and_zoom_from_the_keyboard(tiny_handle):
 
 def test_command_palette_help_and_themes(tiny_handle):
     async def scenario():
-        from backends.config import load_config
+        from backends.storage.config import load_config
 
         app = LlmTuiApp(AppSettings(), handles={0: tiny_handle}, config=load_config())
         async with app.run_test(size=(120, 36)) as pilot:

@@ -7,7 +7,7 @@ import asyncio
 from app_helpers import one_torch_thread, command, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
 
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 from tui.screens.memory import MemoryPlot, MemoryScreen, profile_table
 from tui.widgets.chat import Notice, UserMessage
 

@@ -7,7 +7,7 @@ import asyncio
 from app_helpers import one_torch_thread, command, screen_ansi, screen_text, script, scripted_handle, send, wait_loaded  # noqa: F401
 
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 
 HOSTILE = ("Hello \x1b]52;c;SGFjaw==\x07\n\nthen \x1b]0;pwned\x07\n\nand \x1b[31mred\x1b[0m\n\n"
            "[bold red]markup[/]\n\n[link=file:///etc/passwd]click[/link]\n\n\x9b31m\r\n\n"

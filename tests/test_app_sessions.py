@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from app_helpers import one_torch_thread, command, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
 
-from backends.paths import data_dir
-from backends.store import Store
+from backends.core.paths import data_dir
+from backends.storage.store import Store
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 from tui.widgets.chat import Reply, UserMessage
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,7 +66,7 @@ class TerminalApp:
 
 
 def long_reply_config() -> None:
-    from backends.paths import config_dir
+    from backends.core.paths import config_dir
 
     config_dir().mkdir(parents=True, exist_ok=True)
     (config_dir() / "config.toml").write_text("[defaults]\nmax_new_tokens = 100000\ntemperature = 0\n")

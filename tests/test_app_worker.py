@@ -8,8 +8,8 @@ import time
 import pytest
 from app_helpers import long_handle, one_torch_thread  # noqa: F401
 
-from backends.errors import UsageError
-from backends.params import SamplingParams
+from backends.core.errors import UsageError
+from backends.core.params import SamplingParams
 from tui import commands
 from tui.worker import TokensArrived, TurnDone, pump_generation
 

@@ -9,19 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from backends.config import (
-    CONFIG_NAME,
-    Config,
-    Defaults,
-    ModelAlias,
-    load_config,
-    remove_alias,
-    save_alias,
-    save_default,
-)
-from backends.errors import UsageError
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
+from backends.storage.config import CONFIG_NAME, Config, Defaults, ModelAlias, load_config, remove_alias, save_alias, save_default
+from backends.core.errors import UsageError
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
 
 FULL = """\
 # my llm-tui settings
@@ -257,7 +248,7 @@ def test_config_never_imports_textual():
     import sys
 
     root = Path(__file__).resolve().parents[1]
-    code = "import sys, backends.config, backends.store, backends.paths; print('textual' in sys.modules)"
+    code = "import sys, backends.storage.config, backends.storage.store, backends.core.paths; print('textual' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -268,7 +259,7 @@ def test_config_never_imports_textual():
     ("LLM_TUI_CACHE_DIR", "cache_dir"),
 ])
 def test_each_folder_can_be_moved_by_environment(tmp_path, monkeypatch, env, func):
-    from backends import paths
+    from backends.core import paths
 
     monkeypatch.delenv(env, raising=False)
     default = getattr(paths, func)()

@@ -12,9 +12,9 @@ import pytest
 
 from remote_standins import ListSink
 
-from backends.events import DoneEvent, TokenEvent
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
+from backends.core.events import DoneEvent, TokenEvent
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=12)
 MESSAGES = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Name a colour."}]
@@ -29,7 +29,7 @@ def tinyqwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def remote_handle(tinyqwen_dir):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     return open_model(ModelSpec(source=str(tinyqwen_dir), trust_remote_code=True))
 
@@ -41,8 +41,9 @@ def _collect(generation):
 
 
 def test_loop_greedy_tokens_equal_generate_on_a_native_model(tiny_model_dir):
-    from backends.engine import GenerateRunner, open_model
-    from backends.runners import LoopRunner
+    from backends.generation.runners.generate import GenerateRunner
+    from backends.generation.open import open_model
+    from backends.generation.runners.loop import LoopRunner
 
     generate = open_model(ModelSpec(source=str(tiny_model_dir)))
     loop = open_model(ModelSpec(source=str(tiny_model_dir), engine="loop"))
@@ -58,7 +59,7 @@ def test_loop_greedy_tokens_equal_generate_on_a_native_model(tiny_model_dir):
 
 
 def test_remote_code_checkpoint_runs_in_the_loop_by_default(remote_handle):
-    from backends.runners import LoopRunner
+    from backends.generation.runners.loop import LoopRunner
 
     assert isinstance(remote_handle.runner, LoopRunner)
     assert remote_handle.info.family == "qwen"
@@ -93,7 +94,7 @@ def test_loop_with_tuple_cache_equals_recomputing_without_cache(remote_handle):
 
 
 def test_stop_between_tokens_and_stop_ids(remote_handle):
-    from backends.runners import LoopRunner
+    from backends.generation.runners.loop import LoopRunner
 
     view = remote_handle.render(MESSAGES)
     params = SamplingParams(temperature=0, max_new_tokens=200)
@@ -134,7 +135,7 @@ def test_seeded_sampling_is_repeatable(remote_handle):
 def test_forward_signature_is_read_not_assumed():
     import torch
 
-    from backends.runners.loop import ForwardCall, split_output
+    from backends.loading.forward_call import ForwardCall, split_output
 
     class Positional(torch.nn.Module):
         def forward(self, ids, past=None):
@@ -149,7 +150,7 @@ def test_forward_signature_is_read_not_assumed():
 def test_sampling_uses_transformers_processors():
     from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-    from backends.runners.loop import logits_processors
+    from backends.generation.runners.loop import logits_processors
 
     kinds = [type(p) for p in logits_processors(None, SamplingParams(temperature=0.5, top_k=5, top_p=0.9,
                                                                      repetition_penalty=1.2))]
@@ -160,8 +161,8 @@ def test_sampling_uses_transformers_processors():
 def test_a_model_without_a_cache_sees_the_whole_sequence_each_step():
     import torch
 
-    from backends.prompt import PromptView
-    from backends.runners import LoopRunner
+    from backends.prompt.view import PromptView
+    from backends.generation.runners.loop import LoopRunner
 
     class Counter(torch.nn.Module):
         """Predicts last token + 1 and returns no cache; records what each call received."""

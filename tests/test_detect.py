@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from backends.errors import ModelLoadError, RemoteCodeRefused, UsageError
-from backends.families.baichuan import Baichuan2Family
-from backends.families.base import PromptFamily
-from backends.families.chatglm import ChatGLM3Family
-from backends.families.detect import context_length, detect_family, family_for_dir, needs_remote_code
-from backends.families.qwen import QwenFamily
-from backends.families.template import ChatTemplateFamily
+from backends.core.errors import ModelLoadError, RemoteCodeRefused, UsageError
+from backends.prompt.families.baichuan import Baichuan2Family
+from backends.prompt.families.base import PromptFamily
+from backends.prompt.families.chatglm import ChatGLM3Family
+from backends.prompt.families.detect import context_length, detect_family, family_for_dir
+from backends.checkpoint.remote_code import needs_remote_code
+from backends.prompt.families.qwen import QwenFamily
+from backends.prompt.families.template import ChatTemplateFamily
 
 try:
     from fixtures_families import (MARKER, booby_trap, make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir,
@@ -221,7 +222,7 @@ def test_custom_tokenizer_is_refused_without_trust(tmp_path):
 def test_trust_free_path_imports_neither_textual_nor_transformers(dirs):
     code = (
         "import sys\n"
-        "from backends.families.detect import family_for_dir\n"
+        "from backends.prompt.families.detect import family_for_dir\n"
         f"family = family_for_dir({str(dirs['chatglm3'])!r})\n"
         "family.render([{'role': 'user', 'content': 'hi'}])\n"
         "assert 'textual' not in sys.modules, 'textual imported'\n"

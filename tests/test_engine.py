@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
-from backends.events import DoneEvent, TokenEvent
-from backends.params import SamplingParams
+from backends.core.events import DoneEvent, TokenEvent
+from backends.core.params import SamplingParams
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=24)
 
@@ -57,8 +57,8 @@ def test_chinese_and_emoji_conversation_streams_without_replacement_characters(d
 
 
 def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=5000))
@@ -78,8 +78,8 @@ def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
 
 
 def test_external_stop_event_and_max_new_tokens(tiny_long_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     _, done = _collect(handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=7)))
@@ -102,8 +102,8 @@ def test_seed_makes_sampling_repeatable(tiny_handle):
 
 
 def test_drain_batches_events_and_ends_with_done(tiny_long_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=40))
@@ -121,8 +121,8 @@ def test_drain_batches_events_and_ends_with_done(tiny_long_model_dir):
 
 
 def test_unload_drops_the_weights(tiny_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec(source=str(tiny_model_dir)))
     handle.unload()

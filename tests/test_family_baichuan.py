@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import ModelLoadError, UsageError
-from backends.families.baichuan import Baichuan2Family
-from backends.families.base import PromptFamily
-from backends.prompt import Dropped, Span
+from backends.core.errors import ModelLoadError, UsageError
+from backends.prompt.families.baichuan import Baichuan2Family
+from backends.prompt.families.base import PromptFamily
+from backends.prompt.view import Dropped, Span
 
 try:
     from fixtures_families import MARKER, make_baichuan2_dir, write_json

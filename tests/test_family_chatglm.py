@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import ModelLoadError, UsageError
-from backends.families.base import PromptFamily
-from backends.families.chatglm import ChatGLM3Family
-from backends.prompt import Span
+from backends.core.errors import ModelLoadError, UsageError
+from backends.prompt.families.base import PromptFamily
+from backends.prompt.families.chatglm import ChatGLM3Family
+from backends.prompt.view import Span
 
 try:
     from fixtures_families import MARKER, make_chatglm3_dir

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from backends.errors import UsageError
+from backends.core.errors import UsageError
 
 
 @pytest.fixture(scope="module")
 def family(demo_dir):
-    from backends.spec import ModelSpec
-    from backends.tokenizer_side import open_family
+    from backends.core.spec import ModelSpec
+    from backends.prompt.family_for import open_family
 
     return open_family(ModelSpec())[0]
 
@@ -65,7 +65,7 @@ def test_preview_of_a_growing_draft_reuses_earlier_renders(family):
 def test_a_conversation_the_template_rejects_is_one_clear_error(tmp_path, tiny_model_dir):
     import shutil
 
-    from backends.families.detect import family_for_dir
+    from backends.prompt.families.detect import family_for_dir
 
     strict = tmp_path / "strict"
     shutil.copytree(tiny_model_dir, strict, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -82,7 +82,7 @@ def test_missing_generation_prompt_and_stop_token_warnings(tmp_path, tiny_model_
     import json
     import shutil
 
-    from backends.families.detect import family_for_dir
+    from backends.prompt.families.detect import family_for_dir
 
     odd = tmp_path / "odd"
     shutil.copytree(tiny_model_dir, odd, ignore=shutil.ignore_patterns("*.safetensors"))

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 from textual.app import App, ComposeResult
 
-from backends.prompt import Dropped, PromptView
+from backends.prompt.view import Dropped, PromptView
 from tui.widgets.inspector import Inspector
 
 SIZE = (100, 30)

@@ -7,10 +7,27 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends import loader, memory
-from backends.errors import ModelLoadError, UsageError
-from backends.memory import DeviceMemory
-from backends.spec import ModelSpec
+import backends.hardware.dtype as dtype_module
+import backends.hardware.free_memory as free_memory
+import backends.hardware.placement as placement_module
+import backends.memory.verdicts as verdicts
+
+from backends.checkpoint.locate import locate
+from backends.hardware.devices import describe_device
+from backends.hardware.dtype import resolve_dtype
+from backends.hardware.placement import parse_max_memory, placement
+from backends.loading.transformers_loader import load
+from backends.checkpoint.headers import gguf_config, read_gguf
+from backends.hardware.devices import model_devices
+from backends.hardware.release import is_out_of_memory
+from backends.memory.kv import cache_nbytes, kv_bytes_per_token, kv_cache_bytes
+from backends.memory.turn import check_turn, context_projection, kv_bytes_per_token_of
+from backends.loading.preflight import memory_verdict as check_before_load
+from backends.memory.verdicts import MEMORY_CHECK_ENV, WARN_FRACTION
+from backends.memory.weights import estimate_parameters, estimate_weights
+from backends.core.errors import ModelLoadError, UsageError
+from backends.hardware.free_memory import DeviceMemory
+from backends.core.spec import ModelSpec
 
 MiB = 2**20
 GiB = 2**30
@@ -36,28 +53,28 @@ GEMMA_LIKE = {"num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_h
     (GEMMA_LIKE, "bf16", 4 * 1 * 256 * 2 * 2),  # explicit head_dim unlike hidden / heads
 ])
 def test_kv_bytes_per_token(config, dtype, expected):
-    assert memory.kv_bytes_per_token(config, dtype) == expected
-    assert memory.kv_cache_bytes(config, 100, dtype) == 100 * expected
+    assert kv_bytes_per_token(config, dtype) == expected
+    assert kv_cache_bytes(config, 100, dtype) == 100 * expected
 
 
 def test_sliding_window_layers_stop_growing():
     per_layer = 256 * 2 * 2
-    assert memory.kv_cache_bytes(GEMMA_LIKE, 10_000, "bf16") == 2 * 10_000 * per_layer + 2 * 4095 * per_layer
+    assert kv_cache_bytes(GEMMA_LIKE, 10_000, "bf16") == 2 * 10_000 * per_layer + 2 * 4095 * per_layer
     mistral = dict(SMOLLM2, sliding_window=4096, use_sliding_window=False)
-    assert memory.kv_cache_bytes(mistral, 10_000) == 10_000 * 46080  # declared but switched off
+    assert kv_cache_bytes(mistral, 10_000) == 10_000 * 46080  # declared but switched off
 
 
 def test_config_objects_and_nested_text_configs_work():
     from transformers import LlamaConfig
 
-    assert memory.kv_bytes_per_token(LlamaConfig(**SMOLLM2)) == 46080
-    assert memory.kv_bytes_per_token({"text_config": SMOLLM2, "vision_config": {}}) == 46080
+    assert kv_bytes_per_token(LlamaConfig(**SMOLLM2)) == 46080
+    assert kv_bytes_per_token({"text_config": SMOLLM2, "vision_config": {}}) == 46080
     with pytest.raises(ValueError):
-        memory.kv_bytes_per_token({"hidden_size": 8})
+        kv_bytes_per_token({"hidden_size": 8})
 
 
 def test_parameter_count_from_config_alone():
-    assert memory.estimate_parameters(SMOLLM2) == pytest.approx(134_515_008, rel=0.02)
+    assert estimate_parameters(SMOLLM2) == pytest.approx(134_515_008, rel=0.02)
 
 
 def test_kv_bytes_per_token_match_the_real_cache(demo_handle):
@@ -67,14 +84,14 @@ def test_kv_bytes_per_token_match_the_real_cache(demo_handle):
     ids = torch.arange(100, 140).unsqueeze(0)
     with torch.inference_mode():
         cache = model(input_ids=ids, use_cache=True).past_key_values
-    measured = memory.cache_nbytes(cache)
-    assert measured == 40 * memory.kv_bytes_per_token_of(demo_handle) == 40 * 46080
-    assert memory.cache_nbytes(tuple((layer.keys, layer.values) for layer in cache.layers)) == measured
+    measured = cache_nbytes(cache)
+    assert measured == 40 * kv_bytes_per_token_of(demo_handle) == 40 * 46080
+    assert cache_nbytes(tuple((layer.keys, layer.values) for layer in cache.layers)) == measured
 
 
 def test_estimate_is_within_20_percent_of_the_measured_footprint(demo_handle):
     spec = ModelSpec()
-    verdict = memory.check_before_load(spec, loader.locate(spec))
+    verdict = check_before_load(spec, locate(spec))
     measured = demo_handle.info.footprint_bytes
     assert abs(verdict.weights_bytes - measured) / measured < 0.2
     assert verdict.kv_bytes_per_token == 46080 and verdict.context_tokens == 2048
@@ -83,11 +100,11 @@ def test_estimate_is_within_20_percent_of_the_measured_footprint(demo_handle):
 
 def _verdict(devices, **spec_fields):
     spec = ModelSpec(**spec_fields)
-    return memory.check_before_load(spec, loader.locate(spec), devices=devices)
+    return check_before_load(spec, locate(spec), devices=devices)
 
 
 def test_verdict_levels_carry_the_numbers(demo_dir, monkeypatch):
-    monkeypatch.delenv(memory.MEMORY_CHECK_ENV, raising=False)
+    monkeypatch.delenv(MEMORY_CHECK_ENV, raising=False)
     assert _verdict([DeviceMemory("cpu", 64 * GiB, 64 * GiB)]).level == "ok"
     tight = _verdict([DeviceMemory("cpu", 700 * MiB, 64 * GiB)])
     assert tight.level == "warn" and tight.ok and "close to the 700.0 MiB free" in tight.message
@@ -99,7 +116,7 @@ def test_verdict_levels_carry_the_numbers(demo_dir, monkeypatch):
     assert "weights 513.1 MiB" in line and "--quant int8" in line and "nf4" in line
     with pytest.raises(ModelLoadError):
         refused.raise_if_refused()
-    monkeypatch.setenv(memory.MEMORY_CHECK_ENV, "warn")
+    monkeypatch.setenv(MEMORY_CHECK_ENV, "warn")
     assert _verdict([DeviceMemory("cpu", 300 * MiB, 64 * GiB)]).level == "warn"
 
 
@@ -122,15 +139,15 @@ def test_gpu_verdict_names_the_device(demo_dir):
 def test_load_is_refused_before_reading_weights(tiny_model_dir, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    monkeypatch.delenv(memory.MEMORY_CHECK_ENV, raising=False)
-    monkeypatch.setattr(memory, "devices_memory", lambda devices, limits=None: [DeviceMemory("cpu", MiB, GiB)])
+    monkeypatch.delenv(MEMORY_CHECK_ENV, raising=False)
+    monkeypatch.setattr(verdicts, "devices_memory", lambda devices, limits=None: [DeviceMemory("cpu", MiB, GiB)])
 
     def never(*args, **kwargs):
         raise AssertionError("weights were read")
 
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", never)
     with pytest.raises(ModelLoadError) as caught:
-        loader.load(ModelSpec(source=str(tiny_model_dir)))
+        load(ModelSpec(source=str(tiny_model_dir)))
     assert "but only 1.0 MiB is free on cpu" in str(caught.value) and "\n" not in str(caught.value)
 
 
@@ -159,7 +176,7 @@ def test_out_of_memory_while_loading_releases_and_says_what_to_change(tiny_model
             "memoryerror": MemoryError}[kind]
     held = _fail_with(monkeypatch, make)
     with pytest.raises(ModelLoadError) as caught:
-        loader.load(ModelSpec(source=str(tiny_model_dir)))
+        load(ModelSpec(source=str(tiny_model_dir)))
     line = str(caught.value)
     assert line.startswith("out of memory while loading 'tiny-llama") and "\n" not in line
     assert "free on cpu" in line and "--quant nf4" in line
@@ -170,96 +187,98 @@ def test_out_of_memory_while_loading_releases_and_says_what_to_change(tiny_model
 def test_other_load_failures_stay_one_line(tiny_model_dir, monkeypatch):
     _fail_with(monkeypatch, lambda: ValueError("header too large\nsecond line"))
     with pytest.raises(ModelLoadError) as caught:
-        loader.load(ModelSpec(source=str(tiny_model_dir)))
+        load(ModelSpec(source=str(tiny_model_dir)))
     assert str(caught.value).startswith("could not load the weights") and "\n" not in str(caught.value)
 
 
 def test_is_out_of_memory():
     import torch
 
-    assert memory.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
-    assert memory.is_out_of_memory(MemoryError())
-    assert not memory.is_out_of_memory(ValueError("bad shape"))
+    assert is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(ValueError("bad shape"))
 
 
 def test_context_projection_and_turn_check(demo_handle):
     free = [DeviceMemory("cpu", 1 * GiB, 64 * GiB)]
-    projection = memory.context_projection(demo_handle, 1000, devices=free)
+    projection = context_projection(demo_handle, 1000, devices=free)
     assert projection.kv_bytes == 1000 * 46080 and projection.kv_bytes_per_token == 46080
-    assert projection.tokens_that_fit == int(GiB * memory.WARN_FRACTION) // 46080 - 1000  # the context counts
+    assert projection.tokens_that_fit == int(GiB * WARN_FRACTION) // 46080 - 1000  # the context counts
     assert projection.max_context == 8192 and projection.limit_tokens == 8192
     assert "KV cache 43.9 MiB for 1000 tokens" in projection.message
-    fits = memory.check_turn(demo_handle, 500, 100, devices=free)
+    fits = check_turn(demo_handle, 500, 100, devices=free)
     assert fits.level == "ok" and fits.kv_bytes == 600 * 46080 and fits.needed_bytes > fits.kv_bytes
-    close = memory.check_turn(demo_handle, 500, 100, devices=[DeviceMemory("cpu", int(fits.needed_bytes / 0.9), GiB)])
+    close = check_turn(demo_handle, 500, 100, devices=[DeviceMemory("cpu", int(fits.needed_bytes / 0.9), GiB)])
     assert close.level == "warn" and "close to the" in close.message
-    over = memory.check_turn(demo_handle, 4000, 256, devices=[DeviceMemory("cpu", 100 * MiB, GiB)])
+    over = check_turn(demo_handle, 4000, 256, devices=[DeviceMemory("cpu", 100 * MiB, GiB)])
     assert over.level == "refuse" and over.kv_bytes == 4256 * 46080 and "/clear" in over.line
-    long = memory.check_turn(demo_handle, 8100, 256, devices=[DeviceMemory("cpu", 64 * GiB, 64 * GiB)])
+    long = check_turn(demo_handle, 8100, 256, devices=[DeviceMemory("cpu", 64 * GiB, 64 * GiB)])
     assert long.level == "warn" and "context limit of 8192" in long.message
-    real = memory.context_projection(demo_handle, 10)  # measured free memory
+    real = context_projection(demo_handle, 10)  # measured free memory
     assert real.free_bytes and real.tokens_that_fit > 0
 
 
 def test_parse_max_memory():
-    assert loader.parse_max_memory("0=20GiB, cuda:1=1.5G,cpu=64GB") == {0: 20 * GiB, 1: int(1.5 * GiB),
+    assert parse_max_memory("0=20GiB, cuda:1=1.5G,cpu=64GB") == {0: 20 * GiB, 1: int(1.5 * GiB),
                                                                       "cpu": 64 * 10**9}
     with pytest.raises(UsageError, match="not a size"):
-        loader.parse_max_memory("0=lots")
+        parse_max_memory("0=lots")
     with pytest.raises(UsageError, match="not understood"):
-        loader.parse_max_memory("gpu0=1GiB")
+        parse_max_memory("gpu0=1GiB")
 
 
 def test_gpu_device_maps_fail_clearly_without_a_gpu(monkeypatch):
-    monkeypatch.setattr(loader, "_visible_gpus", lambda: 0)
-    assert loader.placement(ModelSpec(device_map="auto")).device_map == "cpu"
+    monkeypatch.setattr(placement_module, "visible_gpus", lambda: 0)
+    assert placement(ModelSpec(device_map="auto")).device_map == "cpu"
     with pytest.raises(ModelLoadError) as caught:
-        loader.placement(ModelSpec(device_map="cuda:0"))
+        placement(ModelSpec(device_map="cuda:0"))
     assert "no CUDA device is visible" in str(caught.value) and "--device-map cpu" in str(caught.value)
 
 
 def test_multi_gpu_placement(monkeypatch):
-    monkeypatch.setattr(loader, "_visible_gpus", lambda: 2)
-    monkeypatch.setattr(memory, "gpu_memory", lambda i: DeviceMemory(f"cuda:{i}", 10 * GiB, 16 * GiB))
-    auto = loader.placement(ModelSpec(device_map="auto"))
+    monkeypatch.setattr(placement_module, "visible_gpus", lambda: 2)
+    fake_gpu = lambda i: DeviceMemory(f"cuda:{i}", 10 * GiB, 16 * GiB)  # noqa: E731
+    monkeypatch.setattr(placement_module, "gpu_memory", fake_gpu)
+    monkeypatch.setattr(free_memory, "gpu_memory", fake_gpu)
+    auto = placement(ModelSpec(device_map="auto"))
     assert (auto.device_map, auto.max_memory, auto.devices) == ("auto", None, ("cuda:0", "cuda:1"))
     assert auto.offload_to_cpu
-    one = loader.placement(ModelSpec(device_map="cuda:1"))
+    one = placement(ModelSpec(device_map="cuda:1"))
     assert (one.device_map, one.devices) == ("cuda:1", ("cuda:1",))
-    both = loader.placement(ModelSpec(device_map="cuda:0,cuda:1", max_memory="1=4GiB"))
+    both = placement(ModelSpec(device_map="cuda:0,cuda:1", max_memory="1=4GiB"))
     assert both.device_map == "auto" and both.max_memory == {0: 9 * GiB, 1: 4 * GiB}
     assert not both.offload_to_cpu
-    second_only = loader.placement(ModelSpec(device_map="1,cpu"))
+    second_only = placement(ModelSpec(device_map="1,cpu"))
     assert set(second_only.max_memory) == {1, "cpu"} and second_only.devices == ("cuda:1",)
     with pytest.raises(ModelLoadError, match="only 2 GPUs are visible"):
-        loader.placement(ModelSpec(device_map="cuda:3"))
+        placement(ModelSpec(device_map="cuda:3"))
 
 
 def test_auto_dtype_prefers_bf16_on_gpus_that_have_it(monkeypatch):
     import torch
 
     spec = ModelSpec()
-    assert loader.resolve_dtype(spec, on_gpu=False) == torch.float32
-    monkeypatch.setattr(loader, "_bf16_supported", lambda: True)
-    assert loader.resolve_dtype(spec, on_gpu=True) == torch.bfloat16
-    assert loader.resolve_dtype(spec, True, SimpleNamespace(method="gptq")) == torch.float16
-    monkeypatch.setattr(loader, "_bf16_supported", lambda: False)
-    assert loader.resolve_dtype(spec, on_gpu=True) == torch.float16
-    assert loader.resolve_dtype(ModelSpec(dtype="fp32"), on_gpu=True) == torch.float32
+    assert resolve_dtype(spec, on_gpu=False) == torch.float32
+    monkeypatch.setattr(dtype_module, "bf16_supported", lambda: True)
+    assert resolve_dtype(spec, on_gpu=True) == torch.bfloat16
+    assert resolve_dtype(spec, True, SimpleNamespace(method="gptq")) == torch.float16
+    monkeypatch.setattr(dtype_module, "bf16_supported", lambda: False)
+    assert resolve_dtype(spec, on_gpu=True) == torch.float16
+    assert resolve_dtype(ModelSpec(dtype="fp32"), on_gpu=True) == torch.float32
 
 
 def test_describe_device():
     spread = SimpleNamespace(hf_device_map={"model.embed": 0, "model.layers.20": 1, "lm_head": "cpu",
                                             "model.layers.30": "disk", "model.norm": 10})
-    assert loader.describe_device(spread) == "cuda:0,cuda:1,cuda:10,cpu,disk"
-    assert loader.describe_device(SimpleNamespace(hf_device_map={"": "cpu"})) == "cpu"
-    assert memory.model_devices(SimpleNamespace(hf_device_map={"a": 1, "b": 0, "c": "cpu"})) == ["cuda:0", "cuda:1"]
+    assert describe_device(spread) == "cuda:0,cuda:1,cuda:10,cpu,disk"
+    assert describe_device(SimpleNamespace(hf_device_map={"": "cpu"})) == "cpu"
+    assert model_devices(SimpleNamespace(hf_device_map={"a": 1, "b": 0, "c": "cpu"})) == ["cuda:0", "cuda:1"]
 
 
 def test_release_memory_clears_what_an_error_still_holds():
     import torch
 
-    from backends.loader import release_memory
+    from backends.hardware.release import release_memory
 
     held = {}
 
@@ -277,9 +296,11 @@ def test_release_memory_clears_what_an_error_still_holds():
 
 
 def test_auto_placement_over_gpus_may_spill_to_cpu_but_a_gpu_list_may_not(demo_dir, monkeypatch):
-    monkeypatch.delenv(memory.MEMORY_CHECK_ENV, raising=False)
-    monkeypatch.setattr(loader, "_visible_gpus", lambda: 2)
-    monkeypatch.setattr(memory, "gpu_memory", lambda i: DeviceMemory(f"cuda:{i}", 200 * MiB, 16 * GiB))
+    monkeypatch.delenv(MEMORY_CHECK_ENV, raising=False)
+    monkeypatch.setattr(placement_module, "visible_gpus", lambda: 2)
+    fake_gpu = lambda i: DeviceMemory(f"cuda:{i}", 200 * MiB, 16 * GiB)  # noqa: E731
+    monkeypatch.setattr(placement_module, "gpu_memory", fake_gpu)
+    monkeypatch.setattr(free_memory, "gpu_memory", fake_gpu)
     gpus = [DeviceMemory("cuda:0", 200 * MiB, 16 * GiB), DeviceMemory("cuda:1", 200 * MiB, 16 * GiB)]
     spill = _verdict(gpus)
     assert spill.level == "warn" and "will be placed in CPU RAM" in spill.message
@@ -309,13 +330,13 @@ def test_gguf_header_gives_tensors_and_attention_geometry(tmp_path):
     writer.write_tensors_to_file()
     writer.close()
 
-    fields, tensors = memory.read_gguf(path)
+    fields, tensors = read_gguf(path)
     reader = GGUFReader(str(path))
     assert [(n, s) for n, s in tensors] == [(t.name, tuple(int(x) for x in t.shape)) for t in reader.tensors]
     assert fields["general.architecture"] == "llama" and fields["llama.block_count"] == 2
-    config = memory.gguf_config(path)
+    config = gguf_config(path)
     assert config["num_key_value_heads"] == 2 and config["max_position_embeddings"] == 128
-    assert memory.kv_bytes_per_token(config, "float32") == 2 * 2 * 16 * 2 * 4
-    estimate = memory.estimate_weights(tmp_path, "tiny.gguf", dtype="bf16")
+    assert kv_bytes_per_token(config, "float32") == 2 * 2 * 16 * 2 * 4
+    estimate = estimate_weights(tmp_path, "tiny.gguf", dtype="bf16")
     assert estimate.elements == 150 * 64 + 64 * 64 and estimate.bytes == 2 * estimate.elements
     assert estimate.source == "GGUF tensors"

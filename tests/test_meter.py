@@ -6,7 +6,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.message import Message
 
-from backends.telemetry import GpuSample, Sample, TurnMemory
+from backends.hardware.sampling import GpuSample, Sample
+from backends.hardware.history import TurnMemory
 from tui.screens.memory import MemoryPlot, MemoryScreen, Series, build_series, plot_lines
 from tui.widgets.meter import Meter
 

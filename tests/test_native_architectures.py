@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from backends.events import DoneEvent, TokenEvent
-from backends.params import SamplingParams
+from backends.core.events import DoneEvent, TokenEvent
+from backends.core.params import SamplingParams
 
 CONVERSATION = [
     {"role": "system", "content": "Be brief."},
@@ -24,10 +24,10 @@ def native_dir(request, demo_dir, tmp_path_factory):
 
 
 def test_streams_with_preview_equal_to_captured(native_dir):
-    from backends.engine import open_model
-    from backends.families.detect import detect_family
-    from backends.spec import ModelSpec
-    from backends.tokenizer_side import open_family
+    from backends.generation.open import open_model
+    from backends.prompt.families.detect import detect_family
+    from backends.core.spec import ModelSpec
+    from backends.prompt.family_for import open_family
 
     kind, path = native_dir
     assert detect_family(path) == kind
@@ -48,8 +48,8 @@ def test_streams_with_preview_equal_to_captured(native_dir):
 
 
 def test_glm4_prompt_starts_with_its_prefix_tokens(native_dir):
-    from backends.spec import ModelSpec
-    from backends.tokenizer_side import open_family
+    from backends.core.spec import ModelSpec
+    from backends.prompt.family_for import open_family
 
     kind, path = native_dir
     family, _ = open_family(ModelSpec(source=str(path)))
@@ -69,10 +69,10 @@ def test_streams_through_the_app_with_the_check_mark(native_dir):
 
     from app_helpers import send, wait_for, wait_loaded
 
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
     from tui.app import LlmTuiApp
-    from tui.launch import AppSettings
+    from tui.settings import AppSettings
 
     kind, path = native_dir
     handle = open_model(ModelSpec(source=str(path)))

@@ -14,10 +14,10 @@ import time
 
 import pytest
 
-from backends.errors import ModelLoadError, UsageError
-from backends.events import DoneEvent, TokenEvent
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
+from backends.core.errors import ModelLoadError, UsageError
+from backends.core.events import DoneEvent, TokenEvent
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
 
 GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
 
@@ -25,8 +25,8 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=10)
 def _lm(root, vocab_size: int, qwen_vocab: bool = False):
     from remote_standins import make_tinyqwen_dir
 
-    from backends.loader import Located
-    from backends.remote import load_remote
+    from backends.checkpoint.locate import Located
+    from backends.loading.remote.load import load_remote
 
     path = make_tinyqwen_dir(root, vocab_size=vocab_size, qwen_vocab=qwen_vocab)
     return load_remote(ModelSpec(source=str(path), trust_remote_code=True), Located(path)).model, path
@@ -34,7 +34,7 @@ def _lm(root, vocab_size: int, qwen_vocab: bool = False):
 
 @pytest.fixture(scope="module")
 def qwen_parts(tmp_path_factory):
-    from backends.families.detect import family_for_dir
+    from backends.prompt.families.detect import family_for_dir
 
     lm, path = _lm(tmp_path_factory.mktemp("native-qwen"), 151936, qwen_vocab=True)
     return lm, family_for_dir(path), path
@@ -44,7 +44,7 @@ def qwen_parts(tmp_path_factory):
 def chatglm_parts(tmp_path_factory):
     from fixtures_families import make_chatglm3_dir
 
-    from backends.families.chatglm import ChatGLM3Family
+    from backends.prompt.families.chatglm import ChatGLM3Family
 
     family = ChatGLM3Family.from_dir(make_chatglm3_dir(tmp_path_factory.mktemp("glm-family"), with_code=False))
     lm, _ = _lm(tmp_path_factory.mktemp("native-glm"), family.vocab.size + 9)
@@ -55,7 +55,7 @@ def chatglm_parts(tmp_path_factory):
 def baichuan_parts(tmp_path_factory):
     from fixtures_families import make_baichuan2_dir
 
-    from backends.families.baichuan import Baichuan2Family
+    from backends.prompt.families.baichuan import Baichuan2Family
 
     family = Baichuan2Family.from_dir(make_baichuan2_dir(tmp_path_factory.mktemp("bc-family")))
     lm, _ = _lm(tmp_path_factory.mktemp("native-bc"), family.vocab.size)
@@ -63,8 +63,8 @@ def baichuan_parts(tmp_path_factory):
 
 
 def _handle(model, tokenizer, family, label="stand-in"):
-    from backends.engine import ModelHandle
-    from backends.runners import NativeRunner
+    from backends.generation.handle import ModelHandle
+    from backends.generation.runners.native import NativeRunner
 
     runner = NativeRunner.for_model(model, tokenizer, family, label=label)
     return ModelHandle(model, tokenizer, runner.family, ModelSpec(engine="native", alias=label), runner=runner)
@@ -80,7 +80,7 @@ def _loop_ids(model, view, params):
     """What the decode loop samples for the same prompt (the reference)."""
     from remote_standins import ListSink
 
-    from backends.runners import LoopRunner
+    from backends.generation.runners.loop import LoopRunner
 
     return LoopRunner().run(model, view, params, ListSink(stop_ids=view.stop_ids))
 
@@ -154,7 +154,7 @@ def test_a_method_needing_removed_transformers_internals_is_refused_in_one_line(
 
     import torch
 
-    from backends.runners import NativeRunner
+    from backends.generation.runners.native import NativeRunner
 
     lm, family = chatglm_parts
     model = StreamChatNeedsOldTransformers(lm, _generation_config())
@@ -214,7 +214,7 @@ def test_a_failing_generate_thread_is_one_line_not_a_hang(baichuan_parts):
 
 # -- dispatch and fallbacks ---------------------------------------------------------------------
 def test_open_model_native_needs_a_runnable_method(qwen_parts, tiny_model_dir):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     _, _, path = qwen_parts
     with pytest.raises(ModelLoadError, match="transformers_stream_generator") as err:
@@ -226,7 +226,7 @@ def test_open_model_native_needs_a_runnable_method(qwen_parts, tiny_model_dir):
 
 @pytest.mark.parametrize("which", ["qwen", "chatglm"])
 def test_retokenising_growing_text_reproduces_it(which, qwen_parts, chatglm_parts):
-    from backends.runners.native import TextTokens, text_encoder
+    from backends.generation.runners.native_family import TextTokens, text_encoder
 
     family = qwen_parts[1] if which == "qwen" else chatglm_parts[1]
     text = "Hello, world! quick brown fox 你好 世界 ok"

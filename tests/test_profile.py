@@ -7,24 +7,27 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends import profile
-from backends.errors import UsageError
+from backends.profile.export import write_csv
+from backends.profile.lengths import check_lengths, context_limit, default_lengths, parse_lengths, synthetic_ids
+from backends.profile.measure import profile_rows
+from tui.profile_text import format_table, plot, run_profile_command
+from backends.core.errors import UsageError
 
 
 def test_parse_lengths():
-    assert profile.parse_lengths("256, 512,1k,512") == [256, 512, 1024]
+    assert parse_lengths("256, 512,1k,512") == [256, 512, 1024]
     for bad in ("", "0", "12,abc", "-5"):
         with pytest.raises(UsageError):
-            profile.parse_lengths(bad)
+            parse_lengths(bad)
 
 
 def test_synthetic_prompt_has_exactly_the_length_and_no_special_tokens(demo_handle):
     tokenizer = demo_handle.tokenizer
     for length in (1, 7, 300):
-        ids = profile.synthetic_ids(tokenizer, length)
+        ids = synthetic_ids(tokenizer, length)
         assert len(ids) == length
         assert not set(ids) & set(tokenizer.all_special_ids)
-    assert len(profile.synthetic_ids(None, 50, vocab_size=1000)) == 50
+    assert len(synthetic_ids(None, 50, vocab_size=1000)) == 50
 
 
 class _Borrowed:
@@ -43,12 +46,12 @@ class _Borrowed:
 
 def test_profile_command_on_the_default_model_writes_a_linear_kv_column(demo_handle, tmp_path, capsys,
                                                                         monkeypatch):
-    import backends.engine
+    import tui.profile_text
     from tui.cli import main
 
     borrowed = _Borrowed(demo_handle)
-    monkeypatch.setattr(backends.engine, "open_model", lambda spec, progress=None: borrowed)
-    target = tmp_path / "profile.csv"
+    monkeypatch.setattr(tui.profile_text, "open_model", lambda spec, progress=None: borrowed)
+    target = tmp_path / "csv"
     code = main(["profile", "--lengths", "64,128,256", "--decode-tokens", "2", "--csv", str(target)])
     assert code == 0
     with open(target, newline="") as handle:
@@ -69,7 +72,7 @@ def test_profile_command_on_the_default_model_writes_a_linear_kv_column(demo_han
 
 
 def test_profile_rows_for_the_memory_screen(tiny_handle):
-    rows = profile.profile_rows(tiny_handle, [16, 48], decode_tokens=3)
+    rows = profile_rows(tiny_handle, [16, 48], decode_tokens=3)
     assert [r["context_tokens"] for r in rows] == [16, 48]
     per_token = 2 * 2 * 16 * 2 * 4  # 2 layers x 2 KV heads x head_dim 16 (64 / 4 heads) x K and V x fp32
     assert [r["kv_bytes"] for r in rows] == [16 * per_token, 48 * per_token]
@@ -78,14 +81,14 @@ def test_profile_rows_for_the_memory_screen(tiny_handle):
 
 
 def test_lengths_past_the_context_are_refused_before_loading(tiny_model_dir, monkeypatch):
-    import backends.engine
+    import tui.profile_text
 
-    monkeypatch.setattr(backends.engine, "open_model", lambda *a, **k: pytest.fail("model was loaded"))
-    from backends.spec import ModelSpec
+    monkeypatch.setattr(tui.profile_text, "open_model", lambda *a, **k: pytest.fail("model was loaded"))
+    from backends.core.spec import ModelSpec
 
     args = SimpleNamespace(lengths="4096,9000", decode_tokens=32, csv=None)
     with pytest.raises(UsageError) as caught:
-        profile.run_profile_command(args, ModelSpec(source=str(tiny_model_dir)))
+        run_profile_command(args, ModelSpec(source=str(tiny_model_dir)))
     assert "past the model's context of 8192 tokens" in str(caught.value)
     assert "use lengths up to 8160" in str(caught.value)
 
@@ -108,10 +111,10 @@ def test_out_of_memory_at_a_length_ends_the_run_with_what_was_measured(tiny_hand
             return self.inner(input_ids=input_ids, **kwargs)
 
     handle = SimpleNamespace(model=RunsOut(tiny_handle.model), tokenizer=tiny_handle.tokenizer)
-    rows = profile.profile_rows(handle, [16, 64, 128], decode_tokens=1)
+    rows = profile_rows(handle, [16, 64, 128], decode_tokens=1)
     assert [r["context_tokens"] for r in rows] == [16, 64]
     assert rows[-1]["error"] == "out of memory" and "kv_bytes" in rows[0]
-    assert "out of memory" in profile.format_table(rows)
+    assert "out of memory" in format_table(rows)
 
 
 def test_table_plot_and_csv_from_rows(tmp_path):
@@ -121,20 +124,20 @@ def test_table_plot_and_csv_from_rows(tmp_path):
          "prefill_tok_s": c / 0.1, "decode_tokens": 8, "decode_tok_s": 12.5, "memory_kind": "rss"}
         for c in (256, 512, 1024, 2048)
     ]
-    table = profile.format_table(rows)
+    table = format_table(rows)
     assert table.splitlines()[0].split()[0] == "context" and "2,048" in table and "90.0 MiB" in table
-    chart = profile.plot(rows, width=40, height=8)
+    chart = plot(rows, width=40, height=8)
     lines = chart.splitlines()
     assert len(lines) == 1 + 8 + 2
     assert lines[1].rstrip().endswith("*")  # the largest value sits on the top line, at the right edge
     assert "+" in lines[8] and "256" in lines[-1] and "2,048 tokens" in lines[-1]
-    path = profile.write_csv(rows + [{"context_tokens": 4096, "error": "out of memory"}], tmp_path / "a" / "p.csv")
+    path = write_csv(rows + [{"context_tokens": 4096, "error": "out of memory"}], tmp_path / "a" / "p.csv")
     text = path.read_text().splitlines()
     assert text[0].startswith("context_tokens,peak_bytes,base_bytes,kv_bytes") and text[0].endswith(",error")
     assert text[-1].startswith("4096,") and text[-1].endswith("out of memory")
     (tmp_path / "blocker").write_text("")
     with pytest.raises(UsageError, match="cannot write"):
-        profile.write_csv(rows, tmp_path / "blocker" / "p.csv")
+        write_csv(rows, tmp_path / "blocker" / "p.csv")
 
 
 def test_a_stop_event_ends_the_run_with_the_rows_measured_so_far(tiny_handle):
@@ -147,10 +150,10 @@ def test_a_stop_event_ends_the_run_with_the_rows_measured_so_far(tiny_handle):
         seen.append(row)
         stop.set()  # as if Esc was pressed while the first length was measured
 
-    rows = profile.profile_rows(tiny_handle, [16, 32, 48], decode_tokens=2, stop_event=stop, on_row=first_row)
+    rows = profile_rows(tiny_handle, [16, 32, 48], decode_tokens=2, stop_event=stop, on_row=first_row)
     assert [r["context_tokens"] for r in rows] == [16] and rows == seen  # no error, no exception
     assert rows[0]["decode_tokens"] == 2 and rows[0]["kv_bytes"] == 16 * 512
-    assert profile.profile_rows(tiny_handle, [16], decode_tokens=2, stop_event=stop) == []  # already set
+    assert profile_rows(tiny_handle, [16], decode_tokens=2, stop_event=stop) == []  # already set
 
 
 def test_a_stop_between_decode_steps_keeps_the_steps_decoded(tiny_handle):
@@ -170,7 +173,7 @@ def test_a_stop_between_decode_steps_keeps_the_steps_decoded(tiny_handle):
 
     hook = tiny_handle.model.register_forward_hook(count_decode_steps, with_kwargs=True)
     try:
-        rows = profile.profile_rows(tiny_handle, [16, 32], decode_tokens=50, stop_event=stop, progress=progress)
+        rows = profile_rows(tiny_handle, [16, 32], decode_tokens=50, stop_event=stop, progress=progress)
     finally:
         hook.remove()
     assert [r["context_tokens"] for r in rows] == [16]
@@ -181,14 +184,14 @@ def test_default_lengths_double_up_to_2048_within_the_context(tiny_handle):
     def handle(limit):
         return SimpleNamespace(info=SimpleNamespace(max_context=limit))
 
-    assert profile.default_lengths(tiny_handle) == [256, 512, 1024, 2048]  # 8192 tokens of context
-    assert profile.default_lengths(handle(None)) == [256, 512, 1024, 2048]
-    assert profile.default_lengths(handle(1024)) == [256, 512, 1024]
-    assert profile.default_lengths(handle(1024), decode_tokens=16) == [256, 512]
-    assert profile.default_lengths(handle(200), decode_tokens=16) == [184]  # shorter than 256: what fits
+    assert default_lengths(tiny_handle) == [256, 512, 1024, 2048]  # 8192 tokens of context
+    assert default_lengths(handle(None)) == [256, 512, 1024, 2048]
+    assert default_lengths(handle(1024)) == [256, 512, 1024]
+    assert default_lengths(handle(1024), decode_tokens=16) == [256, 512]
+    assert default_lengths(handle(200), decode_tokens=16) == [184]  # shorter than 256: what fits
     with pytest.raises(UsageError, match="too short to profile"):
-        profile.default_lengths(handle(16), decode_tokens=16)
+        default_lengths(handle(16), decode_tokens=16)
     with pytest.raises(UsageError, match=r"/profile 9000 plus 16 decode tokens is past the model's context"):
-        profile.check_lengths([256, 9000], profile.context_limit(tiny_handle), 16, "/profile")
+        check_lengths([256, 9000], context_limit(tiny_handle), 16, "/profile")
     with pytest.raises(UsageError, match="use e.g. /profile 256"):
-        profile.parse_lengths("12,x", "/profile")
+        parse_lengths("12,x", "/profile")

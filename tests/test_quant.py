@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends import quant
-from backends.errors import MissingPackageError, ModelLoadError, UsageError
-from backends.loader import Located
-from backends.spec import ModelSpec
+from backends.loading import quant
+from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
+from backends.checkpoint.locate import Located
+from backends.core.spec import ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = [{"role": "user", "content": "What is the capital of France?"}]
@@ -48,7 +48,7 @@ def test_pre_quantized_checkpoints_are_detected(tmp_path):
 
 
 def test_pre_quantized_checkpoint_loads_as_it_is(tmp_path, monkeypatch):
-    monkeypatch.setattr(quant, "_installed", lambda name: True)
+    monkeypatch.setattr(quant, "installed", lambda name: True)
     located = _checkpoint(tmp_path, GPTQ)
     for wanted in ("none", "gptq"):
         plan = quant.plan_quantization(ModelSpec(source=str(located.path), quant=wanted), located, "float32")
@@ -81,7 +81,7 @@ def test_gguf_cannot_be_quantized_again(tmp_path):
 
 
 def test_missing_packages_name_the_extra(tmp_path, monkeypatch):
-    monkeypatch.setattr(quant, "_installed", lambda name: False)
+    monkeypatch.setattr(quant, "installed", lambda name: False)
     plain = _checkpoint(tmp_path, None, "plain")
     with pytest.raises(MissingPackageError) as caught:
         quant.plan_quantization(ModelSpec(quant="nf4"), plain, "float32")
@@ -96,8 +96,8 @@ def test_missing_packages_name_the_extra(tmp_path, monkeypatch):
 
 
 def test_bitsandbytes_without_cpu_kernels_names_the_device(tmp_path, monkeypatch):
-    monkeypatch.setattr(quant, "_installed", lambda name: True)
-    monkeypatch.setattr(quant, "_version", lambda name: (0, 43, 1))
+    monkeypatch.setattr(quant, "installed", lambda name: True)
+    monkeypatch.setattr(quant, "package_version", lambda name: (0, 43, 1))
     with pytest.raises(ModelLoadError) as caught:
         quant.plan_quantization(ModelSpec(quant="int8"), _checkpoint(tmp_path, None), "float32", on_gpu=False)
     assert "bitsandbytes >= 0.46" in str(caught.value) and "NVIDIA GPU" in str(caught.value)
@@ -108,7 +108,7 @@ def test_bitsandbytes_without_cpu_kernels_names_the_device(tmp_path, monkeypatch
 def test_bnb_config_takes_double_quant_and_compute_dtype(tmp_path, monkeypatch):
     import torch
 
-    monkeypatch.setattr(quant, "_installed", lambda name: True)
+    monkeypatch.setattr(quant, "installed", lambda name: True)
     spec = SimpleNamespace(quant="nf4", bnb_double_quant=True, bnb_compute_dtype="bf16", label="x")
     plan = quant.plan_quantization(spec, _checkpoint(tmp_path, None), torch.float32)
     config = plan.config
@@ -146,10 +146,11 @@ def test_default_model_quantized_answers_paris(mode, demo_dir, caplog):
     reason = _bnb_ready()
     if reason:
         pytest.skip(reason)
-    from backends.engine import open_model
-    from backends.loader import locate
-    from backends.memory import check_before_load, estimate_weights
-    from backends.params import SamplingParams
+    from backends.generation.open import open_model
+    from backends.checkpoint.locate import locate
+    from backends.loading.preflight import memory_verdict as check_before_load
+    from backends.memory.weights import estimate_weights
+    from backends.core.params import SamplingParams
 
     spec = ModelSpec(quant=mode)
     handle = open_model(spec)
@@ -176,10 +177,10 @@ def test_default_model_quantized_answers_paris(mode, demo_dir, caplog):
 
 _GPTQ_SCRIPT = textwrap.dedent("""
     import json, sys
-    from backends.engine import open_model
-    from backends.errors import UsageError
-    from backends.params import SamplingParams
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.errors import UsageError
+    from backends.core.params import SamplingParams
+    from backends.core.spec import ModelSpec
     from gptqmodel import GPTQModel, QuantizeConfig
 
     source, target = sys.argv[1], sys.argv[2]

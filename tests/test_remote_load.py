@@ -12,9 +12,9 @@ import sys
 
 import pytest
 
-from backends.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused
-from backends.loader import Located
-from backends.spec import ModelSpec
+from backends.core.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused
+from backends.checkpoint.locate import Located
+from backends.core.spec import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _spec(path, **kw):
 
 
 def _load(path, **kw):
-    from backends.remote import load_remote
+    from backends.loading.remote.load import load_remote
 
     return load_remote(_spec(path, **kw), Located(path))
 
@@ -53,8 +53,8 @@ def _copy_checkpoint(src, dst, weights="safetensors", shards=1):
 
 
 def test_consent_is_required_before_any_code_runs(tinyqwen_dir):
-    from backends.engine import open_model
-    from backends.remote import load_remote
+    from backends.generation.open import open_model
+    from backends.loading.remote.load import load_remote
 
     with pytest.raises(RemoteCodeRefused, match="--trust-remote-code"):
         open_model(ModelSpec(source=str(tinyqwen_dir)))
@@ -131,7 +131,7 @@ def test_the_import_check_needs_the_stand_in_for_transformers_stream_generator(t
 
     from transformers.dynamic_module_utils import get_class_from_dynamic_module
 
-    from backends.remote.fixes import install_import_standins, standin_reason
+    from backends.loading.remote.fixes import install_import_standins, standin_reason
 
     for name in ("transformers_stream_generator", "transformers_stream_generator.main"):
         monkeypatch.delitem(sys.modules, name, raising=False)
@@ -163,7 +163,7 @@ def test_fixes_for_removed_transformers_helpers(tinyqwen_dir):
     import torch
     from transformers import PretrainedConfig
 
-    from backends.remote.fixes import _get_head_mask, fix_config
+    from backends.loading.remote.fixes import _get_head_mask, fix_config
 
     config = PretrainedConfig()
     config.seq_length = 2048
@@ -181,8 +181,8 @@ def test_from_pretrained_leaves_buffers_corrupt_and_the_guard_rebuilds_them(tiny
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from backends.remote import guard_buffers
-    from backends.remote.fixes import fix_model_classes, install_import_standins
+    from backends.loading.remote.buffers import guard_buffers
+    from backends.loading.remote.fixes import fix_model_classes, install_import_standins
 
     install_import_standins()
     config = AutoConfig.from_pretrained(str(tinyqwen_dir), trust_remote_code=True)
@@ -199,7 +199,7 @@ def test_from_pretrained_leaves_buffers_corrupt_and_the_guard_rebuilds_them(tiny
 def test_guard_rebuilds_corrupted_buffers_and_meta_tensors(tinyqwen_dir):
     import torch
 
-    from backends.remote import guard_buffers
+    from backends.loading.remote.buffers import guard_buffers
 
     model = _load(tinyqwen_dir).model
     reference = _logits(model)
@@ -217,7 +217,7 @@ def test_guard_rebuilds_corrupted_buffers_and_meta_tensors(tinyqwen_dir):
 
 
 def test_guard_fails_loudly_when_buffers_stay_non_finite(tinyqwen_dir):
-    from backends.remote import guard_buffers, reference_instance
+    from backends.loading.remote.buffers import guard_buffers, reference_instance
 
     model = _load(tinyqwen_dir).model
     reference = reference_instance(type(model), model.config)
@@ -236,7 +236,7 @@ def test_tokenizer_fixes_load_sp_model_first_and_drop_padding_side(tmp_path):
     from fixtures_families import baichuan_sp_model
     from transformers import PreTrainedTokenizer
 
-    from backends.remote.fixes import fix_tokenizer_class
+    from backends.loading.remote.fixes import fix_tokenizer_class
 
     vocab = tmp_path / "tokenizer.model"
     vocab.write_bytes(baichuan_sp_model())

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from backends import quant
-from backends.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused, UsageError
-from backends.events import DoneEvent, TokenEvent
-from backends.loader import Located
-from backends.params import SamplingParams
-from backends.spec import QUANT_CHOICES, ModelSpec
+from backends.loading import quant
+from backends.core.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused, UsageError
+from backends.core.events import DoneEvent, TokenEvent
+from backends.checkpoint.locate import Located
+from backends.core.params import SamplingParams
+from backends.core.spec import QUANT_CHOICES, ModelSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
@@ -48,7 +48,7 @@ def _spec(path, **kw):
 
 
 def _open(path, **kw):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     lines: list[str] = []
     handle = open_model(_spec(path, **kw), lambda message, fraction=None: lines.append(message))
@@ -70,7 +70,7 @@ def _linear_bytes(bits: int, out_features: int, in_features: int) -> int:
 def _last_logits(model, ids):
     import torch
 
-    from backends.runners.loop import ForwardCall, split_output
+    from backends.loading.forward_call import ForwardCall, split_output
 
     with torch.inference_mode():
         return split_output(ForwardCall.for_model(model)(model, torch.tensor([ids]), None, 0))[0][0, -1].float()
@@ -84,7 +84,7 @@ def test_int4_is_a_quant_choice_with_its_own_bits():
 
 
 def test_the_method_and_what_it_imports_are_read_from_the_files(quant_dir, plain_dir):
-    from backends.remote.ownquant import find_own_quantize
+    from backends.checkpoint.own_quantize import find_own_quantize
 
     own = find_own_quantize(quant_dir)
     assert own.class_name == "TinyQuantLMHeadModel"
@@ -99,8 +99,8 @@ def test_the_method_and_what_it_imports_are_read_from_the_files(quant_dir, plain
 def test_own_quantize_runs_shrinks_the_weights_and_the_model_answers(quant_dir, wanted, bits):
     import torch
 
-    from backends.remote.ownquant import weights_bytes
-    from backends.runners import LoopRunner
+    from backends.loading.remote.ownquant import weights_bytes
+    from backends.generation.runners.loop import LoopRunner
 
     full, _ = _open(quant_dir)
     handle, lines = _open(quant_dir, quant=wanted)
@@ -137,7 +137,7 @@ def test_own_quantize_runs_shrinks_the_weights_and_the_model_answers(quant_dir, 
 
 
 def test_int4_needs_a_quantize_of_the_checkpoints_own(plain_dir, tmp_path):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     with pytest.raises(UsageError) as caught:
         open_model(_spec(plain_dir, quant="int4"))
@@ -155,14 +155,14 @@ def test_int4_needs_a_quantize_of_the_checkpoints_own(plain_dir, tmp_path):
 def test_int8_without_a_quantize_of_its_own_is_still_bitsandbytes(plain_dir, tmp_path):
     plan = quant.plan_quantization(_spec(plain_dir, quant="int8"), Located(plain_dir), None, check_packages=False)
     assert plan.own_bits is None and plan.method == "int8" and plan.label == "int8"
-    from backends.remote import load_remote
+    from backends.loading.remote.load import load_remote
 
     with pytest.raises(ModelLoadError, match="not available when llm-tui loads"):
         load_remote(_spec(plain_dir, quant="int8"), Located(plain_dir))
 
 
 def test_int4_with_engine_generate_says_to_let_llm_tui_load_it(quant_dir):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     with pytest.raises(UsageError) as caught:
         open_model(_spec(quant_dir, quant="int4", engine="generate"))
@@ -171,8 +171,8 @@ def test_int4_with_engine_generate_says_to_let_llm_tui_load_it(quant_dir):
 
 
 def test_consent_is_still_required(quant_dir):
-    from backends.engine import open_model
-    from backends.remote import load_remote
+    from backends.generation.open import open_model
+    from backends.loading.remote.load import load_remote
 
     with pytest.raises(RemoteCodeRefused, match="--trust-remote-code"):
         open_model(ModelSpec(source=str(quant_dir), quant="int4"))
@@ -189,7 +189,7 @@ def _with_quantization_line(src: Path, dst: Path, line: str, *, weights: bool = 
 
 
 def test_a_missing_package_is_named_before_any_weights_are_read(quant_dir, tmp_path):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     folder = _copy(quant_dir, tmp_path / "needs-package", weights=False)  # no weights: they must not be needed
     code = folder / "quantization_tiny.py"
@@ -215,8 +215,9 @@ def _with_cpm_kernels(src: Path, dst: Path) -> Path:
 def test_cpm_kernels_mean_a_gpu_for_int4_only(quant_dir, tmp_path):
     import torch
 
-    from backends.engine import open_model
-    from backends.remote.ownquant import find_own_quantize, require
+    from backends.generation.open import open_model
+    from backends.checkpoint.own_quantize import find_own_quantize
+    from backends.loading.quant import require_own_quantize as require
 
     folder = _with_cpm_kernels(quant_dir, tmp_path / "kernels")
     own = find_own_quantize(folder)
@@ -241,7 +242,7 @@ def test_a_gpu_need_is_named_before_any_weights_are_read(quant_dir, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible here")
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     folder = _with_quantization_line(quant_dir, tmp_path / "needs-gpu",
                                      "    device = torch.cuda.current_device()\n")
@@ -256,7 +257,7 @@ def test_a_gpu_need_is_named_before_any_weights_are_read(quant_dir, tmp_path):
 
 
 def test_a_failing_quantize_is_one_line_and_the_cli_keeps_its_exit_code(quant_dir, tmp_path):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     folder = _with_quantization_line(quant_dir, tmp_path / "broken", "    raise RuntimeError('no kernel for this')\n",
                                      weights=True)
@@ -275,7 +276,7 @@ def test_a_failing_quantize_is_one_line_and_the_cli_keeps_its_exit_code(quant_di
 
 def test_a_quantized_model_that_does_not_run_fails_at_load(quant_dir, tmp_path):
     """A quantize that leaves the model unable to run (as ChatGLM's int4 does in bf16) fails while loading."""
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     folder = _copy(quant_dir, tmp_path / "no-run")
     code = folder / "quantization_tiny.py"
@@ -290,8 +291,9 @@ def test_a_quantized_model_that_does_not_run_fails_at_load(quant_dir, tmp_path):
 
 
 def test_the_memory_estimate_counts_the_own_quantization(quant_dir):
-    from backends.memory import check_before_load, estimate_weights
-    from backends.remote.ownquant import find_own_quantize
+    from backends.loading.preflight import memory_verdict as check_before_load
+    from backends.memory.weights import estimate_weights
+    from backends.checkpoint.own_quantize import find_own_quantize
 
     assert find_own_quantize(quant_dir) is not None
     located = Located(quant_dir)
@@ -315,7 +317,7 @@ def test_already_quantized_by_its_own_code_is_refused(quant_dir, tmp_path):
 
 
 def test_config_and_command_line_accept_int4(tmp_path):
-    from backends.config import load_config
+    from backends.storage.config import load_config
     from tui.cli import command_parser
 
     file = tmp_path / "config.toml"

@@ -14,11 +14,11 @@ import time
 import pytest
 from app_helpers import one_torch_thread, snap_model_dir, wait_for  # noqa: F401
 
-from backends.paths import data_dir
-from backends.store import Store
-from backends.telemetry import Sample
+from backends.core.paths import data_dir
+from backends.storage.store import Store
+from backends.hardware.sampling import Sample
 from tui.app import LlmTuiApp
-from tui.launch import AppSettings
+from tui.settings import AppSettings
 from tui.worker import CodeFile
 
 SIZES = [(80, 24), (160, 48)]
@@ -38,8 +38,8 @@ FIXED_TIME = 1767225600.0  # 2026-01-01 00:00 UTC
 
 @pytest.fixture(scope="module")
 def snap_handle(snap_model_dir):
-    from backends.engine import open_model
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.spec import ModelSpec
 
     return open_model(ModelSpec(source=str(snap_model_dir)))
 
@@ -150,7 +150,7 @@ def test_zoomed_inspector_when_narrow(snap_compare, snap_handle, saved_chats):
 
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_memory_screen_with_a_profile(snap_compare, snap_handle, saved_chats, size):
-    from backends.telemetry import TurnMemory
+    from backends.hardware.history import TurnMemory
     from tui.screens.memory import MemoryScreen
 
     mib = 2**20
@@ -173,11 +173,12 @@ def test_memory_screen_with_a_profile(snap_compare, snap_handle, saved_chats, si
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_fit_screen(snap_compare, snap_model_dir, saved_chats, monkeypatch, size):
     """The question asked when a turn would not fit: a real plan for the tiny model under a --max-memory cap."""
-    from backends.engine import open_model
-    from backends.memory import turn_needs, weights_on
-    from backends.params import SamplingParams
-    from backends.spec import ModelSpec
-    from backends.truncation import plan_turn
+    from backends.generation.open import open_model
+    from backends.memory.turn import turn_needs
+    from backends.memory.weights import weights_on
+    from backends.core.params import SamplingParams
+    from backends.core.spec import ModelSpec
+    from backends.memory.fit import plan_turn
     from tui.screens.fit import FitScreen
 
     monkeypatch.setenv("LLM_TUI_MEMORY_CHECK", "warn")  # the load check budgets a 2k context

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from backends.errors import LlmTuiError, UsageError
-from backends.events import Stats
-from backends.params import SamplingParams
-from backends.store import DB_NAME, SCHEMA_VERSION, STATUSES, Store, migrate
+from backends.core.errors import LlmTuiError, UsageError
+from backends.core.events import Stats
+from backends.core.params import SamplingParams
+from backends.storage.store import DB_NAME, STATUSES, Store
+from backends.storage.migrations import SCHEMA_VERSION, migrate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +132,7 @@ def test_partial_reply_survives_a_crash(db_path):
     # The child writes a partial reply and dies without closing anything.
     code = (
         "import os, sys\n"
-        "from backends.store import Store\n"
+        "from backends.storage.store import Store\n"
         f"s = Store({str(db_path)!r})\n"
         "c = s.new_conversation('m')\n"
         "s.add_message(c, 'user', 'Tell me a story')\n"

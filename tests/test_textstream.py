@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from backends.textstream import IncrementalDecoder
+from backends.prompt.textstream import IncrementalDecoder
 
 
 @pytest.fixture(scope="module")

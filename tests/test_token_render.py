@@ -8,7 +8,7 @@ import pytest
 from rich.cells import cell_len
 from rich.text import Text
 
-from backends.prompt import Dropped, PromptView
+from backends.prompt.view import Dropped, PromptView
 from tui.widgets.sparkline import bar, sparkline
 from tui.widgets.token_render import (
     DEFAULT_PALETTE,

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from backends.families.baichuan import Baichuan2Family
-from backends.families.chatglm import ChatGLM3Family
-from backends.families.qwen import QwenFamily
-from backends.memory import DeviceMemory, check_turn, prompt_budget, turn_devices, turn_needs, weights_on
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
-from backends.tokenizer_side import open_family
-from backends.truncation import plan_turn, render_within
+from backends.prompt.families.baichuan import Baichuan2Family
+from backends.prompt.families.chatglm import ChatGLM3Family
+from backends.prompt.families.qwen import QwenFamily
+from backends.hardware.free_memory import DeviceMemory
+from backends.memory.turn import check_turn, prompt_budget, turn_devices, turn_needs
+from backends.memory.weights import weights_on
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
+from backends.prompt.family_for import open_family
+from backends.memory.fit import plan_turn
+from backends.prompt.truncation import render_within
 
 try:
     from fixtures_families import make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir
@@ -154,7 +157,7 @@ def test_prompt_budget_is_the_longest_prompt_that_fits(tiny_handle):
 
 
 def test_max_memory_cap_counts_the_weights(tiny_model_dir, monkeypatch):
-    from backends.engine import open_model
+    from backends.generation.open import open_model
 
     monkeypatch.setenv("LLM_TUI_MEMORY_CHECK", "warn")  # the cap is far below what a 2k context needs
     plain = open_model(ModelSpec(source=str(tiny_model_dir)))
@@ -182,7 +185,7 @@ def test_max_prompt_tokens_is_a_parameter():
     params = SamplingParams().with_value("max_prompt_tokens", "2048")
     assert params.max_prompt_tokens == 2048
     assert params.with_value("max_prompt_tokens", "off").max_prompt_tokens is None
-    from backends.errors import UsageError
+    from backends.core.errors import UsageError
 
     with pytest.raises(UsageError):
         params.with_value("max_prompt_tokens", "0")

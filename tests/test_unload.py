@@ -17,10 +17,10 @@ ROOT = Path(__file__).resolve().parent.parent
 _SCRIPT = textwrap.dedent("""
     import json, sys, weakref
     import psutil
-    from backends.engine import open_model
-    from backends.loader import release_memory
-    from backends.params import SamplingParams
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.hardware.release import release_memory
+    from backends.core.params import SamplingParams
+    from backends.core.spec import ModelSpec
 
     rss = lambda: psutil.Process().memory_info().rss
     question = [{"role": "user", "content": "What is the capital of France?"}]
@@ -64,9 +64,9 @@ def test_unloading_the_default_model_returns_rss_to_baseline(demo_dir, tiny_mode
 
 
 def test_unload_drops_the_model_and_is_idempotent(tiny_model_dir):
-    from backends.engine import open_model
-    from backends.params import SamplingParams
-    from backends.spec import ModelSpec
+    from backends.generation.open import open_model
+    from backends.core.params import SamplingParams
+    from backends.core.spec import ModelSpec
 
     handle = open_model(ModelSpec(source=str(tiny_model_dir)))
     generation = handle.stream([{"role": "user", "content": "Hi"}], SamplingParams(temperature=0, max_new_tokens=2))

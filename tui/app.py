@@ -20,18 +20,22 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer
 from textual.worker import Worker, WorkerState
 
-from backends.conversation import Conversation
-from backends.errors import LlmTuiError
-from backends.params import SamplingParams
+from backends.core.conversation import Conversation
+from backends.core.errors import LlmTuiError
+from backends.core.params import SamplingParams
+from backends.storage.config import save_default
+from backends.storage.store import Store
 
 from .chatflow import ChatFlow, Turn, TurnTiming
 from .commands import AppCommands, PaletteCommand
-from .launch import AppSettings
 from .modelflow import ModelFlow
-from .models import Models, spec_for
+from .models import Models
 from .profileflow import ProfileFlow
+from .screens.help import HelpScreen
+from .screens.memory import MemoryScreen
 from .session import Recorder
 from .sessionflow import SessionFlow
+from .settings import AppSettings, spec_for
 from .widgets.chat import ChatLog
 from .widgets.inspector import Inspector
 from .widgets.meter import Meter
@@ -157,8 +161,6 @@ class LlmTuiApp(ProfileFlow, ChatFlow, ModelFlow, SessionFlow, App[int]):
 
     def _open_store(self) -> None:
         try:
-            from backends.store import Store
-
             self.recorder = Recorder(Store(self.settings.store_path))
         except LlmTuiError as err:
             self.notify(f"conversations will not be saved: {err}", severity="warning", markup=False)
@@ -250,16 +252,12 @@ class LlmTuiApp(ProfileFlow, ChatFlow, ModelFlow, SessionFlow, App[int]):
         self.inspector.cycle_mode()
 
     def action_memory(self) -> None:
-        from .screens.memory import MemoryScreen
-
         self.push_screen(MemoryScreen(self.meter.turns, self.profile_rows, profile_label=self.profile_model,
                                       note=self.profiling.note if self.profiling is not None else None))
 
     # -- help, palette, themes -----------------------------------------------------------------
 
     def action_help(self) -> None:
-        from .screens.help import HelpScreen
-
         self.push_screen(HelpScreen(self.help_keys()))
 
     def help_keys(self) -> list[tuple[str, str]]:
@@ -318,8 +316,6 @@ class LlmTuiApp(ProfileFlow, ChatFlow, ModelFlow, SessionFlow, App[int]):
     def watch_theme(self, theme: str) -> None:
         if self.is_running and not self.settings.frozen and self.config is not None:
             try:
-                from backends.config import save_default
-
                 save_default("theme", theme)
             except Exception:
                 pass  # a theme that cannot be saved still applies

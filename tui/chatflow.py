@@ -14,12 +14,17 @@ from functools import partial
 
 from textual.actions import SkipAction
 
-from backends.errors import UsageError
-from backends.params import SamplingParams
-from backends.sanitize import visible_text
-from backends.truncation import truncation_rule
+from backends.core.errors import UsageError
+from backends.core.params import SamplingParams
+from backends.core.paths import data_dir
+from backends.core.sanitize import visible_text
+from backends.core.units import format_bytes
+from backends.memory.fit import plan_turn
+from backends.memory.turn import context_projection
+from backends.prompt.truncation import truncation_rule
 
 from . import commands
+from .screens.fit import FitScreen
 from .widgets.chat import Reply, UserMessage, last_code_block
 from .widgets.prompt_input import PromptInput
 from .worker import Pace, TokensArrived, TurnDone, TurnWontFit, pump_generation
@@ -121,7 +126,6 @@ class ChatFlow:
 
         A turn close to the limit gets a warning and goes ahead.
         """
-        from backends.truncation import plan_turn
 
         try:
             fit = plan_turn(handle, messages, params)
@@ -141,7 +145,6 @@ class ChatFlow:
         await self.chat.remove_from_last(Reply)
         self._finish_record(turn.message_id, "", "stopped", None)
         self.status.set(state="")
-        from .screens.fit import FitScreen
 
         self.push_screen(FitScreen(message.fit), partial(self._fit_answered, message.fit))
 
@@ -181,9 +184,6 @@ class ChatFlow:
         self.schedule_preview(now=True)
 
     def _context_projection(self, context_tokens: int) -> str:
-        from backends.memory import context_projection
-        from backends.telemetry import format_bytes
-
         handle = self.models.handle
         try:
             projection = context_projection(handle, context_tokens)
@@ -313,8 +313,6 @@ class ChatFlow:
         self._export(("md", "json"), None)
 
     def _export(self, formats: tuple[str, ...], path: str | None) -> None:
-        from backends.paths import data_dir
-
         written = self.recorder.export(formats, path, data_dir() / "exports")
         if not written:
             raise UsageError("there is nothing to save yet", "send a message first")

@@ -11,8 +11,8 @@ import argparse
 import sys
 
 from backends import __version__
-from backends.errors import LlmTuiError
-from backends.spec import DTYPE_CHOICES, ENGINE_CHOICES, QUANT_CHOICES
+from backends.core.errors import LlmTuiError
+from backends.core.spec import DTYPE_CHOICES, ENGINE_CHOICES, QUANT_CHOICES
 
 COMMANDS = ("run", "inspect", "profile", "models", "fetch-demo")
 

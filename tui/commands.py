@@ -8,8 +8,10 @@ from typing import Callable, Iterable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-from backends.errors import UsageError
-from backends.params import PARAM_NAMES
+from backends.checkpoint.quantized import CHECKPOINT_METHODS
+from backends.core.errors import UsageError
+from backends.core.params import PARAM_NAMES
+from backends.core.spec import QUANT_CHOICES
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,6 @@ def literal(text: str) -> str:
 
 def parse_model(arg: str) -> tuple[str, str | None]:
     """``/model NAME [QUANT]`` -> (NAME, QUANT or None); a path with spaces stays whole."""
-    from backends.quant import CHECKPOINT_METHODS
-    from backends.spec import QUANT_CHOICES
 
     name, _, last = arg.strip().rpartition(" ")
     if name.strip() and last.lower() in QUANT_CHOICES and last.lower() not in CHECKPOINT_METHODS:

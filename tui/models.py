@@ -4,55 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backends.spec import DEFAULT_MODEL, ModelSpec
-
-#: Loading flags that, when given, override what a config alias says.
-_FLAGS = ("quant", "dtype", "device_map", "engine", "max_memory")
-
-
-@dataclass(frozen=True)
-class LoadOptions:
-    """The loading flags of the command line (None: not given)."""
-
-    quant: str | None = None
-    dtype: str | None = None
-    device_map: str | None = None
-    engine: str | None = None
-    max_memory: str | None = None
-    trust_remote_code: bool = False
-
-    @classmethod
-    def from_args(cls, args) -> "LoadOptions":
-        values = {}
-        for flag in _FLAGS:
-            value = getattr(args, flag, None)
-            if value is not None and value != ModelSpec.__dataclass_fields__[flag].default:
-                values[flag] = value
-        return cls(**values, trust_remote_code=bool(getattr(args, "trust_remote_code", False)))
-
-
-def load_config():
-    """The config file, or None when it cannot be read (the app still starts)."""
-    try:
-        from backends.config import load_config as load
-    except ImportError:
-        return None
-    return load()
-
-
-def spec_for(name: str | None, options: LoadOptions, config=None) -> ModelSpec:
-    """The spec for a MODEL argument: a config alias, a path, an HF id, or the default."""
-    if config is None:
-        spec = ModelSpec(source=None if name in (None, "", DEFAULT_MODEL) else name)
-    elif name in ("", DEFAULT_MODEL):
-        d = config.defaults
-        spec = ModelSpec(quant=d.quant, dtype=d.dtype, device_map=d.device_map)
-    else:
-        spec = config.spec_for(name)  # None: the [defaults] model
-    changes = {flag: getattr(options, flag) for flag in _FLAGS if getattr(options, flag) is not None}
-    if options.trust_remote_code:
-        changes["trust_remote_code"] = True
-    return spec.with_(**changes) if changes else spec
+from backends.core.spec import ModelSpec
 
 
 @dataclass
@@ -62,7 +14,6 @@ class Slot:
     name: str  # what the user typed (shown in the picker)
     spec: ModelSpec
     handle: object | None = None
-    error: str | None = None
 
     @property
     def label(self) -> str:

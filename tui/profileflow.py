@@ -18,8 +18,17 @@ from functools import partial
 
 from textual.message import Message
 
-from backends.errors import UsageError
+from backends.core.errors import UsageError
+from backends.profile.lengths import (
+    APP_DECODE_TOKENS,
+    check_lengths,
+    context_limit,
+    default_lengths,
+    parse_lengths,
+)
+from backends.profile.measure import profile_rows
 
+from .screens.memory import MemoryScreen
 from .worker import error_line
 
 
@@ -71,7 +80,6 @@ class ProfileFlow:
     def start_profile(self, arg: str = "") -> ProfileRun:
         """Profile the active model at the lengths in ``arg`` (``256,512,1k``; empty: the
         defaults that fit its context). Refusals raise UsageError (a chat notice)."""
-        from backends.profile import APP_DECODE_TOKENS, check_lengths, context_limit, default_lengths, parse_lengths
 
         if self.profiling is not None:
             raise UsageError("a memory profile is already running",
@@ -119,7 +127,6 @@ class ProfileFlow:
 
     def _profile_work(self, run: ProfileRun) -> None:
         """In the worker thread: measure, post progress, always end with ProfileDone."""
-        from backends.profile import profile_rows
 
         measured: list[dict] = []
         error = None
@@ -177,8 +184,6 @@ class ProfileFlow:
         for screen in screens:
             await screen.show_profile(self.profile_rows, self.profile_model, note, error=failed)
         if not screens and rows:
-            from .screens.memory import MemoryScreen
-
             self.push_screen(MemoryScreen(self.meter.turns, self.profile_rows, profile_label=self.profile_model,
                                           note=note, note_error=failed))
 
@@ -197,8 +202,6 @@ class ProfileFlow:
         return f"profile done: {len(good)} lengths in {seconds:.1f} s", False
 
     def _memory_screens(self) -> list:
-        from .screens.memory import MemoryScreen
-
         return [s for s in self.screen_stack if isinstance(s, MemoryScreen)]
 
     # -- the rows belong to the model they were measured on ------------------------------------

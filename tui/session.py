@@ -12,7 +12,7 @@ import json
 import threading
 from pathlib import Path
 
-from backends.store import Store
+from backends.storage.store import Store
 
 _UNSET: object = object()
 

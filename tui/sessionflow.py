@@ -5,8 +5,9 @@ A mixin of ``LlmTuiApp``; the database work is in ``session.Recorder``.
 
 from __future__ import annotations
 
-from backends.errors import UsageError
+from backends.core.errors import UsageError
 
+from .screens.sessions import SessionsScreen
 from .worker import error_line
 
 
@@ -14,8 +15,6 @@ class SessionFlow:
     """Reopening conversations and keeping the database in step with the chat."""
 
     def action_sessions(self) -> None:
-        from .screens.sessions import SessionsScreen
-
         if self.recorder.store is None:
             self.notify("conversations are not being saved (no database)", severity="warning", markup=False)
             return

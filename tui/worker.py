@@ -16,9 +16,9 @@ from typing import Callable
 
 from textual.message import Message
 
-from backends.errors import LlmTuiError
-from backends.events import DoneEvent, TokenEvent
-from backends.prompt import PromptView
+from backends.core.errors import LlmTuiError
+from backends.core.events import DoneEvent, TokenEvent
+from backends.prompt.view import PromptView
 
 #: How often streamed text is handed to the screen (20 Hz).
 BATCH_INTERVAL = 0.05

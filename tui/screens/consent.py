@@ -9,7 +9,7 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from backends.sanitize import visible_text
+from backends.core.sanitize import visible_text
 
 from ..worker import CodeFile
 

@@ -14,8 +14,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from backends.sanitize import visible_text
-from backends.truncation import TurnFit
+from backends.core.sanitize import visible_text
+from backends.memory.fit import TurnFit
 
 
 def _plural(n: int, word: str) -> str:

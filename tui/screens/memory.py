@@ -21,9 +21,9 @@ from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import Static
 
-from backends.errors import UsageError
-from backends.telemetry import TurnMemory, format_bytes
-
+from backends.core.errors import UsageError
+from backends.core.units import format_bytes
+from backends.hardware.history import TurnMemory
 from tui.widgets.sparkline import theme_style
 
 
@@ -319,7 +319,8 @@ class MemoryScreen(ModalScreen[None]):
             if legend.plain and plot.series():
                 legend.append("   ")
             legend.append_text(plot.legend())
-        self.query_one("#memory-legend", Static).update(legend)
+        for target in self.query("#memory-legend").results(Static):  # none while a recompose is under way
+            target.update(legend)
 
     def summary(self) -> str:
         """Growth per context token between the first and last turn, when it can be told."""

@@ -12,15 +12,15 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from backends.sanitize import visible_text
+from backends.checkpoint.quantized import CHECKPOINT_METHODS
+from backends.core.sanitize import visible_text
+from backends.core.spec import QUANT_CHOICES
+from backends.storage.catalog import list_models
 
 
 #: What ``q`` cycles through: None loads as configured (command line, config alias); the
 #: others quantize while loading. GPTQ/AWQ checkpoints are detected and load as they are.
 def quant_picks() -> tuple[str | None, ...]:
-    from backends.quant import CHECKPOINT_METHODS
-    from backends.spec import QUANT_CHOICES
-
     return (None, *[q for q in QUANT_CHOICES if q not in CHECKPOINT_METHODS])
 
 
@@ -91,8 +91,6 @@ class ModelPicker(ModalScreen[Pick | None]):
 
     @work(thread=True, exit_on_error=False, group="catalog")
     def find_models(self) -> list[Entry]:
-        from backends.catalog import list_models
-
         return [Entry(e.name, e.detail, e.kind) for e in list_models()]
 
     def on_worker_state_changed(self, event) -> None:

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import OptionList, Static
 from textual.widgets.option_list import Option
 
-from backends.sanitize import visible_text
+from backends.core.sanitize import visible_text
 
 
 def _when(t: float) -> str:

@@ -14,7 +14,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Markdown, Static
 
-from backends.sanitize import visible_text
+from backends.core.sanitize import visible_text
 
 #: Longer user messages are shown cut (the model still gets all of it), so a
 #: huge paste cannot stall the screen.

@@ -24,7 +24,7 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from backends.prompt import PromptView
+from backends.prompt.view import PromptView
 
 from .sparkline import theme_style
 from .token_render import MODES, Layout, Palette, header_lines

@@ -16,7 +16,9 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.worker import Worker, get_current_worker
 
-from backends.telemetry import History, MemoryLog, Sample, Sampler, TurnChange, TurnMemory, format_bytes, format_change
+from backends.core.units import format_bytes, format_change
+from backends.hardware.history import History, MemoryLog, TurnChange, TurnMemory
+from backends.hardware.sampling import Sample, Sampler
 
 from .sparkline import bar_text, level_style, sparkline, theme_style
 

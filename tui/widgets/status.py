@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from textual.content import Content
 from textual.widget import Widget
 
-from backends.sanitize import visible_text
+from backends.core.sanitize import visible_text
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from rich.cells import cell_len, get_character_cell_size
 from rich.style import Style
 from rich.text import Text
 
-from backends.prompt import Dropped, PromptView, Span
-from backends.sanitize import visible_text
-from backends.truncation import BUDGET_REASON
+from backends.core.sanitize import visible_text
+from backends.prompt.truncation import BUDGET_REASON
+from backends.prompt.view import Dropped, PromptView, Span
 
 from .sparkline import bar_text, level_style
 

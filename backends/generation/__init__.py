@@ -1,0 +1,1 @@
+"""Producing a reply: open_model, ModelHandle, the Generation stream, TurnSink, and the runners."""

@@ -1,0 +1,134 @@
+"""ModelHandle: one loaded model; render a conversation, stream a reply in a background thread, stop it, unload it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from backends.core.errors import LlmTuiError
+from backends.core.events import DoneEvent, Stats
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
+from backends.generation.runners.generate import GenerateRunner
+from backends.generation.sink import TurnSink
+from backends.generation.stream import Generation
+from backends.hardware.devices import input_device
+from backends.hardware.release import release_memory
+from backends.prompt.families.base import PromptFamily
+from backends.prompt.truncation import render_within
+from backends.prompt.view import PromptView
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    label: str
+    family: str
+    dtype: str
+    quant: str
+    device: str
+    max_context: int | None
+    parameters: int
+    footprint_bytes: int
+    path: str
+
+
+class ModelHandle:
+    """One loaded model: its tokenizer-side family and its weights."""
+
+    def __init__(self, model, tokenizer, family: PromptFamily, spec: ModelSpec, *,
+                 device: str = "cpu", dtype: str = "float32", path: str = "", runner=None,
+                 quant: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.family = family
+        self.spec = spec
+        self._lock = threading.Lock()  # one turn at a time per model
+        #: How tokens are produced: transformers' generate() by default; remote-code
+        #: checkpoints get a plain decode loop or their own streaming method.
+        self.runner = runner or GenerateRunner()
+        self._current: Generation | None = None
+        config = getattr(model, "config", None)
+        params = sum(p.numel() for p in model.parameters()) if model is not None else 0
+        footprint = model.get_memory_footprint() if hasattr(model, "get_memory_footprint") else 0
+        self.info = ModelInfo(
+            label=spec.label,
+            family=family.name,
+            dtype=dtype,
+            quant=quant or spec.quant,
+            device=device,
+            max_context=getattr(family, "max_context", None) or getattr(config, "max_position_embeddings", None),
+            parameters=params,
+            footprint_bytes=footprint,
+            path=path,
+        )
+
+    # -- prompt --------------------------------------------------------------
+    def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
+               max_new_tokens: int | None = None, max_prompt_tokens: int | None = None) -> PromptView:
+        """The exact prompt for ``messages``; with ``max_prompt_tokens``, cut to that many
+        tokens by the family's truncation (``backends.truncation``)."""
+        return render_within(self.family, messages, max_prompt_tokens, add_generation_prompt=add_generation_prompt,
+                             max_new_tokens=max_new_tokens)
+
+    # -- generation ----------------------------------------------------------
+    def stream(self, messages: list[dict], params: SamplingParams | None = None,
+               stop_event: threading.Event | None = None) -> Generation:
+        params = (params or SamplingParams()).validate()
+        view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
+        generation = Generation(view, stop_event or threading.Event())
+        self._current = generation
+        thread = threading.Thread(target=self._run, args=(generation, params),
+                                  name="llm-tui-generate", daemon=True)
+        generation.thread = thread
+        thread.start()
+        return generation
+
+    def _run(self, generation: Generation, params: SamplingParams) -> None:
+        with self._lock:
+            try:
+                self._generate(generation, params)
+            except BaseException as err:  # the thread must always end with a DoneEvent
+                generation._finish(_error_done(generation, err))
+
+    def _generate(self, generation: Generation, params: SamplingParams) -> None:
+        view = generation.view
+        stop_ids = list(view.stop_ids) or list(self.family.stop_ids())
+        sink = TurnSink(generation, self.family.decode, stop_ids, input_device(self.model))
+        if params.seed is not None:
+            import torch
+
+            torch.manual_seed(params.seed)
+        sink.begin()
+        new_ids = self.runner.run(self.model, view, params, sink)
+        generation.view.captured = list(sink.captured)
+        generation._finish(sink.finish(new_ids))
+
+    def unload(self) -> None:
+        """Drop the weights and give their memory back."""
+
+        running = self._current
+        if running is not None and running.thread is not None and running.thread.is_alive():
+            running.stop()  # a turn still generating would keep the weights alive
+            running.join(30)
+        if self._lock.acquire(timeout=30):  # a profile step in progress ends first (it was asked to stop)
+            self._lock.release()
+        release = getattr(self.runner, "release", None)
+        if release is not None:  # e.g. a cache a native runner keeps between turns
+            release()
+        self.model = None
+        self.tokenizer = None
+        release_memory()
+
+
+def _error_done(generation: Generation, err: BaseException) -> DoneEvent:
+    if isinstance(err, LlmTuiError):
+        line = str(err)
+    elif "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError":
+
+        release_memory(err)  # frees the KV cache still held by the traceback's frames
+        line = "out of memory during generation — try a shorter conversation (/clear), --quant nf4, or another device"
+    else:
+        text = str(err).strip().splitlines()
+        line = f"generation failed: {type(err).__name__}: {text[0] if text else ''}"
+    return DoneEvent(stats=Stats(prompt_tokens=len(generation.view.ids)), stop_reason="error", text="",
+                     prompt_ids=list(generation.view.ids), captured_ids=None, error=line)

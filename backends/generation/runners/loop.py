@@ -1,0 +1,119 @@
+"""A plain decode loop over the model's forward: the runner for remote-code checkpoints.
+
+Remote-code checkpoints often break transformers' ``generate()``; their forward
+still runs. The loop samples with transformers' logits processors and checks
+the stop flag between any two tokens."""
+
+from __future__ import annotations
+
+from backends.core.errors import GenerationError
+from backends.core.params import SamplingParams
+from backends.hardware.devices import input_device
+from backends.loading.forward_call import (
+    ForwardCall,
+    split_output,
+)
+from backends.prompt.view import PromptView
+
+
+def logits_processors(model, params: SamplingParams):
+    """transformers' public processors and warpers for one turn's sampling parameters."""
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        SuppressTokensLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if params.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(params.repetition_penalty))
+    suppress = getattr(getattr(model, "generation_config", None), "suppress_tokens", None)
+    if suppress:
+        processors.append(_suppress(SuppressTokensLogitsProcessor, list(suppress)))
+    if not params.greedy:
+        if params.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(params.temperature))
+        if params.top_k:
+            processors.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1.0:
+            processors.append(TopPLogitsWarper(params.top_p))
+    return processors
+
+
+def _suppress(cls, tokens: list[int]):
+    try:
+        return cls(tokens)
+    except TypeError:  # newer transformers also want the device
+        return cls(tokens, device="cpu")
+
+
+def choose(scores, greedy: bool):
+    import torch
+
+    if greedy:
+        return torch.argmax(scores, dim=-1)
+    probs = torch.softmax(scores, dim=-1)
+    return torch.multinomial(probs, num_samples=1).squeeze(1)
+
+
+def capture_first_forward(model, sink):
+    """A forward pre-hook that hands the first call's input IDs to ``sink.capture`` (then removes itself)."""
+
+    def capture(_module, args, kwargs):
+        ids = kwargs.get("input_ids")
+        if ids is None and args:
+            ids = args[0]
+        if ids is not None and hasattr(ids, "tolist"):
+            sink.capture(ids[0].tolist() if ids.dim() > 1 else ids.tolist())
+        hook.remove()
+
+    hook = model.register_forward_pre_hook(capture, with_kwargs=True)
+    return hook
+
+
+class LoopRunner:
+    """Token-by-token decoding over ``model(...)``, reporting to a ``TurnSink``."""
+
+    name = "loop"
+
+    def run(self, model, view: PromptView, params: SamplingParams, sink) -> list[int]:
+        import torch
+
+        device = input_device(model)
+        call = ForwardCall.for_model(model)
+        processors = logits_processors(model, params)
+        stop_ids = set(sink.stop_ids)
+        sequence = torch.tensor([view.ids], dtype=torch.long, device=device)
+        step_ids = sequence
+        cache = None
+        fed = 0
+        new_ids: list[int] = []
+        hook = capture_first_forward(model, sink)
+        try:
+            with torch.inference_mode():
+                while len(new_ids) < params.max_new_tokens and not sink.stopped:
+                    logits, cache = split_output(call(model, step_ids, cache, fed))
+                    fed += step_ids.shape[1]
+                    scores = logits[:, -1, :].float()
+                    if torch.isnan(scores).any() or torch.isposinf(scores).any():
+                        raise GenerationError("the model produced NaN/inf logits",
+                                              "the weights or the model's computed buffers are broken; "
+                                              "try --dtype fp32 or re-convert the checkpoint")
+                    scores = processors(sequence, scores)
+                    token = choose(scores, params.greedy)
+                    token_id = int(token[0])
+                    new_ids.append(token_id)
+                    sink.token(token_id)
+                    if token_id in stop_ids:
+                        break
+                    sequence = torch.cat([sequence, token.reshape(1, 1).to(device)], dim=-1)
+                    if cache is None:  # no cache came back: the next call sees the whole sequence again
+                        step_ids, fed = sequence, 0
+                    else:
+                        step_ids = sequence[:, -1:]
+        finally:
+            hook.remove()
+        return new_ids

@@ -1,0 +1,67 @@
+"""Generation: a running turn, as an iterator of typed events ending with one DoneEvent."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Iterator
+
+from backends.core.events import DoneEvent, Event
+from backends.prompt.view import PromptView
+
+_END = object()
+
+
+class Generation:
+    """A running turn. Iterate it for events; ``stop()`` ends it between two tokens."""
+
+    def __init__(self, view: PromptView, stop_event: threading.Event) -> None:
+        self.view = view
+        self.stop_event = stop_event
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.done: DoneEvent | None = None
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def _emit(self, event: Event) -> None:
+        self._queue.put(event)
+
+    def _finish(self, done: DoneEvent) -> None:
+        self.done = done
+        self._queue.put(done)
+        self._queue.put(_END)
+
+    def __iter__(self) -> Iterator[Event]:
+        while True:
+            item = self._queue.get()
+            if item is _END:
+                return
+            yield item
+
+    def drain(self, timeout: float) -> list[Event]:
+        """Wait up to ``timeout`` s for one event, then take all that are ready.
+
+        Returns [] on timeout; the list ends with the DoneEvent when the turn is over.
+        """
+        items: list[Event] = []
+        try:
+            item = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return items
+        while True:
+            if item is _END:
+                self._queue.put(_END)  # keep the end visible to later calls
+                return items
+            items.append(item)
+            if isinstance(item, DoneEvent):
+                return items
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return items
+
+    def join(self, timeout: float | None = None) -> None:
+        if self.thread is not None:
+            self.thread.join(timeout)

@@ -1,0 +1,1 @@
+"""Loading weights: quantization plans, the transformers loader, remote-code checkpoints."""

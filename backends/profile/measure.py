@@ -1,0 +1,176 @@
+"""Memory and speed against context length: one prefill and a few decode steps per length.
+
+``profile_rows`` is shared by ``llm-tui profile`` and the app's ``/profile``;
+a stop event is checked between lengths and decode steps."""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+from contextlib import nullcontext
+from typing import Callable
+
+from backends.core.errors import LlmTuiError, ModelLoadError
+from backends.hardware.devices import input_device, model_devices
+from backends.hardware.peak import PeakMemory
+from backends.hardware.release import is_out_of_memory, release_memory
+from backends.memory.kv import cache_nbytes, kv_cache_bytes, model_kv_dtype
+from backends.profile.lengths import synthetic_ids
+
+COLUMNS = ("context_tokens", "peak_bytes", "base_bytes", "kv_bytes", "kv_bytes_per_token", "kv_estimate_bytes",
+           "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s", "memory_kind")
+
+Progress = Callable[[str, "float | None"], None]
+
+
+def _forward_kwargs(model) -> dict:
+    try:
+        names = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    if "logits_to_keep" in names:
+        return {"logits_to_keep": 1}  # the prefill's full logits would dwarf the KV cache
+    if "num_logits_to_keep" in names:
+        return {"num_logits_to_keep": 1}
+    return {}
+
+
+def _sync(devices) -> None:
+    for device in devices:
+        if getattr(device, "type", None) == "cuda":
+            import torch
+
+            torch.cuda.synchronize(device)
+
+
+def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
+                 progress: Progress | None = None, stop_event: threading.Event | None = None,
+                 on_row: Callable[[dict], None] | None = None) -> list[dict]:
+    """One row per context length: peak memory, measured and estimated KV bytes, prefill and decode speed.
+
+    ``handle`` is a ModelHandle (or anything with ``.model`` and ``.tokenizer``).
+    A length that runs out of memory ends the run with a row whose ``error``
+    says so; the memory is released first. ``stop_event`` is checked between
+    lengths and between decode steps: once set, the rows measured so far are
+    returned (a length cut short in its decode keeps the steps it decoded, in
+    ``decode_tokens``). ``on_row(row)`` is called with each row as it is measured.
+    """
+    import torch
+
+
+    model = getattr(handle, "model", handle)
+    if model is None:
+        raise ModelLoadError("the model has been unloaded", "load it again before profiling")
+    tokenizer = getattr(handle, "tokenizer", None)
+    config = getattr(model, "config", None)
+    vocab = getattr(config, "vocab_size", None)
+    devices = model_devices(model)
+    device = input_device(model)
+    extra = _forward_kwargs(model)
+    kv_dtype = model_kv_dtype(model)
+    lock = getattr(handle, "_lock", None) or nullcontext()
+    rows: list[dict] = []
+
+    def stopped() -> bool:
+        return stop_event is not None and stop_event.is_set()
+
+    with lock:
+        if not stopped():
+            _warm_up(model, tokenizer, vocab, device, extra)
+        for number, length in enumerate(lengths):
+            if stopped():
+                break
+            if progress:
+                progress(f"profiling {length} tokens", number / len(lengths))
+            ids = torch.tensor([synthetic_ids(tokenizer, length, vocab)], dtype=torch.long, device=device)
+            row: dict = {"context_tokens": length, "decode_tokens": decode_tokens}
+            failed = False
+            try:
+                row.update(_measure(model, ids, decode_tokens, devices, extra, stop_event))
+            except Exception as err:
+                if not is_out_of_memory(err):
+                    raise
+                failed = True
+            del ids
+            if failed:
+                release_memory()
+                row["error"] = "out of memory"
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                break
+            try:
+                row["kv_estimate_bytes"] = kv_cache_bytes(config, length, kv_dtype)
+            except (ValueError, AttributeError, TypeError):
+                row["kv_estimate_bytes"] = None
+            rows.append(row)
+            release_memory()
+            if on_row:
+                on_row(row)
+    if progress:
+        progress("profile stopped" if stopped() else "profile done", 1.0)
+    return rows
+
+
+def _warm_up(model, tokenizer, vocab, device, extra: dict) -> None:
+    """One short forward pass first: weights memory-mapped from disk are paged in and lazy
+    initialisation happens here, not inside the first measured row."""
+    import torch
+
+
+    ids = torch.tensor([synthetic_ids(tokenizer, 8, vocab)], dtype=torch.long, device=device)
+    with torch.inference_mode():
+        out = model(input_ids=ids, use_cache=True, **extra)
+        token = out.logits[:, -1:].argmax(-1)
+        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True, **extra)
+    del out, token, ids
+    release_memory()
+
+
+def _measure(model, ids, decode_tokens: int, devices, extra: dict,
+             stop_event: threading.Event | None = None) -> dict:
+    import torch
+
+
+    length = ids.shape[1]
+    with torch.inference_mode(), PeakMemory(devices) as peak:
+        _sync(devices)
+        start = time.perf_counter()
+        out = model(input_ids=ids, use_cache=True, **extra)
+        _sync(devices)
+        prefill_s = time.perf_counter() - start
+        cache = out.past_key_values
+        kv = cache_nbytes(cache)
+        token = out.logits[:, -1:].argmax(-1)
+        del out
+        decode_s = 0.0
+        decoded = 0
+        if decode_tokens > 0:
+            start = time.perf_counter()
+            for _ in range(decode_tokens):
+                if stop_event is not None and stop_event.is_set():
+                    break
+                decoded += 1
+                out = model(input_ids=token, past_key_values=cache, use_cache=True, **extra)
+                cache = out.past_key_values
+                token = out.logits[:, -1:].argmax(-1)
+                del out
+            _sync(devices)
+            decode_s = time.perf_counter() - start
+        del cache, token
+    return {
+        "peak_bytes": int(peak.peak),
+        "base_bytes": int(peak.base),
+        "kv_bytes": int(kv),
+        "kv_bytes_per_token": kv / length if length else 0.0,
+        "prefill_s": prefill_s,
+        "prefill_tok_s": length / prefill_s if prefill_s > 0 else None,
+        "decode_tokens": decoded,
+        "decode_tok_s": decoded / decode_s if decoded and decode_s > 0 else None,
+        "memory_kind": peak.kind,
+    }
+
+
+class _OutOfMemory(LlmTuiError):
+    """A profile that ran out of memory part way (exit code 1)."""

@@ -1,0 +1,1 @@
+"""The exact prompt: views with pieces and spans, prompt families, truncation, incremental detokenising."""

@@ -1,0 +1,409 @@
+"""SQLite persistence of conversations and their messages, with exports.
+
+Every write commits at once, so a reply saved while it streams survives the
+process being killed. One connection per Store, guarded by a lock: the TUI
+writes from worker threads. The schema is upgraded by ``PRAGMA user_version``,
+one function per version.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+from backends.core.conversation import ROLES, Conversation
+from backends.core.errors import LlmTuiError, UsageError
+from backends.core.params import PARAM_NAMES, SamplingParams
+from backends.core.paths import data_dir
+from backends.storage.migrations import migrate
+
+DB_NAME = "llm-tui.sqlite3"
+
+#: How a stored message ended: finished, saved part way while streaming,
+#: stopped by the user, or cut short by an error.
+STATUSES = ("complete", "partial", "stopped", "error")
+
+EXPORT_FORMAT = "llm-tui.conversation"
+EXPORT_VERSION = 1
+
+
+def default_db_path() -> Path:
+    return data_dir() / DB_NAME
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    position: int  # 0-based order within the conversation
+    role: str
+    content: str
+    status: str
+    model: str | None
+    stats: dict | None
+    prompt_ids: list[int] | None
+    captured_ids: list[int] | None
+    created: float  # seconds since the epoch
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data["created"] = iso_time(self.created)
+        del data["conversation_id"]
+        return data
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    title: str
+    created: float
+    updated: float
+    model: str | None
+    message_count: int
+    preview: str  # the start of the first user message
+
+    @property
+    def label(self) -> str:
+        return self.title or self.preview or "New conversation"
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    id: int
+    title: str
+    created: float
+    updated: float
+    model: str | None
+    system: str | None
+    params: dict
+    #: Model details for reproducing the chat: spec dict, family name, and so on.
+    meta: dict
+    messages: tuple[StoredMessage, ...] = field(default_factory=tuple)
+
+    def sampling_params(self) -> SamplingParams:
+        """The stored parameters as SamplingParams (unknown keys ignored)."""
+        return SamplingParams(**{k: v for k, v in self.params.items() if k in PARAM_NAMES})
+
+    def to_conversation(self) -> Conversation:
+        """The chat to continue from: the system prompt, then every message with text."""
+        chat = Conversation()
+        chat.set_system(self.system)
+        chat.messages.extend({"role": m.role, "content": m.content}
+                             for m in self.messages if m.content and m.role != "system")
+        return chat
+
+
+_UNSET: object = object()
+
+
+class Store:
+    """Conversations in one SQLite file (``llm-tui.sqlite3`` in the data dir by default)."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        in_memory = str(path) == ":memory:"
+        if not in_memory:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False,
+                                       isolation_level=None)
+        except sqlite3.Error as err:
+            raise LlmTuiError(f"cannot open the database '{self.path}': {err}",
+                              "check the folder's permissions or set LLM_TUI_DATA_DIR") from None
+        self._db.row_factory = sqlite3.Row
+        try:
+            if not in_memory:
+                self._db.execute("PRAGMA journal_mode=WAL")
+            # In WAL mode NORMAL survives a killed process; only power loss can drop the last commit.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            migrate(self._db)
+        except sqlite3.DatabaseError as err:
+            self._db.close()
+            raise LlmTuiError(f"'{self.path}' is not a usable llm-tui database ({err})",
+                              "move the file away, or set LLM_TUI_DATA_DIR to use another folder") from None
+        except LlmTuiError:
+            self._db.close()
+            raise
+
+    # -- lifecycle --------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One committed write; IMMEDIATE takes the write lock up front so two
+        llm-tui processes on the same file wait for each other instead of failing."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _write(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        with self._transaction() as db:
+            return db.execute(sql, args)
+
+    # -- conversations ------------------------------------------------------
+
+    def new_conversation(self, model: str | None = None, system: str | None = None,
+                         params: object = None, *, title: str = "", meta: dict | None = None) -> int:
+        now = time.time()
+        cursor = self._write(
+            "INSERT INTO conversations (title, created, updated, model, system, params, meta)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (title, now, now, model, system, _dump(params) or "{}", _dump(meta) or "{}"),
+        )
+        return int(cursor.lastrowid)
+
+    def update_conversation(self, conv_id: int, *, model: object = _UNSET, system: object = _UNSET,
+                            params: object = _UNSET, meta: object = _UNSET) -> None:
+        """Change the model label, system prompt, parameters or model details."""
+        changes: dict[str, object] = {}
+        if model is not _UNSET:
+            changes["model"] = model
+        if system is not _UNSET:
+            changes["system"] = system
+        if params is not _UNSET:
+            changes["params"] = _dump(params) or "{}"
+        if meta is not _UNSET:
+            changes["meta"] = _dump(meta) or "{}"
+        self._update("conversations", conv_id, changes)
+
+    def set_title(self, conv_id: int, title: str) -> None:
+        self._update("conversations", conv_id, {"title": title})
+
+    def delete_conversation(self, conv_id: int) -> None:
+        self._write("DELETE FROM conversations WHERE id = ?", (conv_id,))
+
+    def latest_conversation_id(self) -> int | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM conversations ORDER BY updated DESC, id DESC LIMIT 1").fetchone()
+        return int(row["id"]) if row else None
+
+    def list_conversations(self, limit: int = 50, offset: int = 0) -> list[ConversationSummary]:
+        """Most recently updated first."""
+        with self._lock:
+            rows = self._db.execute(
+                """
+                SELECT c.id, c.title, c.created, c.updated, c.model,
+                       (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id) AS message_count,
+                       (SELECT substr(m.content, 1, 200) FROM messages m
+                         WHERE m.conversation_id = c.id AND m.role = 'user'
+                         ORDER BY m.position LIMIT 1) AS preview
+                FROM conversations c
+                ORDER BY c.updated DESC, c.id DESC
+                LIMIT ? OFFSET ?
+                """,
+                (limit, offset),
+            ).fetchall()
+        return [
+            ConversationSummary(
+                id=row["id"], title=row["title"], created=row["created"], updated=row["updated"],
+                model=row["model"], message_count=row["message_count"],
+                preview=_one_line(row["preview"] or "", 80),
+            )
+            for row in rows
+        ]
+
+    def load_conversation(self, conv_id: int) -> StoredConversation:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"there is no saved conversation {conv_id}", "list them with the history screen")
+            rows = self._db.execute(
+                "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conv_id,)
+            ).fetchall()
+        return StoredConversation(
+            id=row["id"], title=row["title"], created=row["created"], updated=row["updated"],
+            model=row["model"], system=row["system"], params=_load(row["params"]) or {},
+            meta=_load(row["meta"]) or {}, messages=tuple(_message(r) for r in rows),
+        )
+
+    # -- messages -----------------------------------------------------------
+
+    def add_message(self, conv_id: int, role: str, content: str, *, status: str = "complete",
+                    model: str | None = None, stats: object = None, prompt_ids: list[int] | None = None,
+                    captured_ids: list[int] | None = None) -> int:
+        """Append a message at the next position; returns its id."""
+        _check_role(role)
+        _check_status(status)
+        now = time.time()
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
+                raise UsageError(f"there is no saved conversation {conv_id}")
+            cursor = db.execute(
+                "INSERT INTO messages (conversation_id, position, role, content, status, model,"
+                " stats, prompt_ids, captured_ids, created)"
+                " VALUES (?, (SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?),"
+                " ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, conv_id, role, content, status, model, _dump(stats),
+                 _dump(prompt_ids), _dump(captured_ids), now),
+            )
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv_id))
+        return int(cursor.lastrowid)
+
+    def update_message(self, msg_id: int, *, content: object = _UNSET, status: object = _UNSET,
+                       stats: object = _UNSET, prompt_ids: object = _UNSET,
+                       captured_ids: object = _UNSET, model: object = _UNSET) -> None:
+        """Change a message in place, e.g. the growing text of a streaming reply."""
+        changes: dict[str, object] = {}
+        if content is not _UNSET:
+            changes["content"] = content
+        if status is not _UNSET:
+            _check_status(status)
+            changes["status"] = status
+        if model is not _UNSET:
+            changes["model"] = model
+        for name, value in (("stats", stats), ("prompt_ids", prompt_ids), ("captured_ids", captured_ids)):
+            if value is not _UNSET:
+                changes[name] = _dump(value)
+        self._update("messages", msg_id, changes)
+
+    def delete_messages_after(self, conv_id: int, position: int) -> int:
+        """Delete the messages after ``position`` (regenerate, edit); returns how many went."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "DELETE FROM messages WHERE conversation_id = ? AND position > ?", (conv_id, position))
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (time.time(), conv_id))
+        return cursor.rowcount
+
+    def _update(self, table: str, row_id: int, changes: dict[str, object]) -> None:
+        if not changes:
+            return
+        now = time.time()
+        if table == "conversations":
+            changes = {**changes, "updated": now}
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        with self._transaction() as db:
+            cursor = db.execute(f"UPDATE {table} SET {columns} WHERE id = ?", (*changes.values(), row_id))
+            if cursor.rowcount == 0:
+                raise UsageError(f"there is no saved {table[:-1]} {row_id}")
+            if table == "messages":
+                db.execute("UPDATE conversations SET updated = ?"
+                           " WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)", (now, row_id))
+
+    # -- exports ------------------------------------------------------------
+
+    def export_json(self, conv_id: int) -> dict:
+        """Everything needed to reproduce the chat: model details, parameters, seed, token IDs."""
+        conv = self.load_conversation(conv_id)
+        spec = conv.meta.get("spec") if isinstance(conv.meta.get("spec"), dict) else {}
+        return {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "id": conv.id,
+            "title": conv.title,
+            "created": iso_time(conv.created),
+            "updated": iso_time(conv.updated),
+            "model": conv.model,
+            "dtype": conv.meta.get("dtype") or spec.get("dtype"),
+            "quantization": conv.meta.get("quantization") or spec.get("quant"),
+            "family": conv.meta.get("family"),
+            "system": conv.system,
+            "params": conv.params,
+            "seed": conv.params.get("seed"),
+            "meta": conv.meta,
+            "messages": [m.to_json() for m in conv.messages],
+        }
+
+    def export_markdown(self, conv_id: int) -> str:
+        conv = self.load_conversation(conv_id)
+        title = conv.title or _one_line(next((m.content for m in conv.messages if m.role == "user"), ""), 60)
+        lines = [f"# {title or 'Conversation'}", ""]
+        facts = [("Model", conv.model), ("Family", conv.meta.get("family")), ("Created", iso_time(conv.created))]
+        if conv.params:
+            facts.append(("Parameters", ", ".join(f"{k}={v}" for k, v in conv.params.items())))
+        lines += [f"- **{name}:** {value}" for name, value in facts if value not in (None, "")]
+        lines.append("")
+        if conv.system:
+            lines += ["## System", "", conv.system, ""]
+        for message in conv.messages:
+            heading = message.role.capitalize()
+            notes = [n for n in (message.model if message.model != conv.model else None,
+                                 None if message.status == "complete" else message.status) if n]
+            if notes:
+                heading += f" ({', '.join(notes)})"
+            lines += [f"## {heading}", "", message.content, ""]
+            if message.stats:
+                lines += [f"_{_stats_line(message.stats)}_", ""]
+        return "\n".join(lines).rstrip() + "\n"
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _dump(value: object) -> str | None:
+    """JSON text for dicts, lists, dataclasses and objects with ``to_json()``; None stays NULL."""
+    if value is None:
+        return None
+    if hasattr(value, "to_json"):
+        value = value.to_json()
+    elif is_dataclass(value) and not isinstance(value, type):
+        value = asdict(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _load(text: str | None):
+    return None if text is None else json.loads(text)
+
+
+def _message(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"], conversation_id=row["conversation_id"], position=row["position"],
+        role=row["role"], content=row["content"], status=row["status"], model=row["model"],
+        stats=_load(row["stats"]), prompt_ids=_load(row["prompt_ids"]),
+        captured_ids=_load(row["captured_ids"]), created=row["created"],
+    )
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise UsageError(f"unknown role '{role}'", "use one of: " + ", ".join(ROLES))
+
+
+def _check_status(status: object) -> None:
+    if status not in STATUSES:
+        raise UsageError(f"unknown message status '{status}'", "use one of: " + ", ".join(STATUSES))
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _stats_line(stats: dict) -> str:
+    parts = []
+    if stats.get("prompt_tokens"):
+        parts.append(f"{stats['prompt_tokens']} prompt tokens")
+    if stats.get("new_tokens"):
+        parts.append(f"{stats['new_tokens']} new tokens")
+    if stats.get("ttft_s") is not None:
+        parts.append(f"first token {stats['ttft_s']:.2f} s")
+    if stats.get("decode_tok_s") is not None:
+        parts.append(f"{stats['decode_tok_s']:.1f} tok/s")
+    return ", ".join(parts) or json.dumps(stats, ensure_ascii=False)
+
+
+def iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
