@@ -48,7 +48,7 @@ def ms(seconds: float) -> str:
 
 def time_layouts(view, width: int) -> None:
     from tui.widgets import token_render
-    from tui.widgets.token_render import MODES, Layout
+    from tui.widgets.token_layout import MODES, Layout
 
     print(f"\nLayout of {len(view):,} tokens at width {width} (build only; lines are drawn on demand)")
     for mode in MODES:

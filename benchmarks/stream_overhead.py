@@ -19,10 +19,10 @@ import _setup  # noqa: F401
 import torch
 
 from backends.checkpoint.demo import ensure_demo
-from backends.generation.open import open_model
 from backends.core.events import DoneEvent
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
+from backends.generation.open import open_model
 
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 

@@ -81,7 +81,7 @@ async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = Fal
     from tui.settings import AppSettings
 
     app = LlmTuiApp(AppSettings(models=[str(model_dir)], frozen=True), handles={0: handle})
-    app.params = app.params.with_value("max_new_tokens", str(tokens)).with_value("temperature", "0")
+    app.turns.params = app.turns.params.with_value("max_new_tokens", str(tokens)).with_value("temperature", "0")
     stall = {"max": 0.0, "last": None, "on": False}
     loop = asyncio.get_running_loop()
 
@@ -105,11 +105,11 @@ async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = Fal
         busy_start = time.thread_time()  # CPU time of the UI thread (the event loop runs here)
         sent = time.perf_counter()
         await pilot.press("enter")
-        while not app.timings:
+        while not app.turns.timings:
             await asyncio.sleep(0.25)  # the end time comes from the app, not from this poll
         stall["on"] = False
         ui_cpu = time.thread_time() - busy_start
-        timing = app.timings[0]
+        timing = app.turns.timings[0]
         reply = app.chat.last_reply()
         shown = reply is not None and reply.text == timing.done.text
         await pilot.pause(0.05)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="llm-tui-bench-") as tmp:
         os.environ.setdefault("LLM_TUI_DATA_DIR", str(Path(tmp) / "data"))
         os.environ.setdefault("LLM_TUI_CONFIG_DIR", str(Path(tmp) / "config"))
-        from backends.generation.open import open_model
         from backends.core.spec import ModelSpec
+        from backends.generation.open import open_model
 
         model_dir = build_model(Path(tmp) / "bench-tiny", args.layers, args.hidden)
         handle = open_model(ModelSpec(source=str(model_dir)))

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import build_tiny_model
 
 
@@ -26,11 +25,11 @@ async def wait_loaded(pilot, app, timeout: float = 60.0) -> None:
 
 async def send(pilot, app, text: str, *, timeout: float = 60.0) -> None:
     """Type ``text`` into the input (as one paste) and press Enter; wait for the reply to end."""
-    before = len(app.timings)
+    before = len(app.turns.timings)
     app.input.focus()
     app.input.load_text(text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: len(app.timings) > before and app.turn is None, timeout)
+    await wait_for(pilot, lambda: len(app.turns.timings) > before and app.turns.turn is None, timeout)
     await pilot.pause()
 
 
@@ -86,8 +85,8 @@ def snap_model_dir(demo_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def long_handle(tiny_long_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     return open_model(ModelSpec(source=str(tiny_long_model_dir)))
 
@@ -112,8 +111,8 @@ def script(handle, text: str) -> None:
 @pytest.fixture(scope="session")
 def scripted_handle(tiny_model_dir):
     """A tiny model of its own, to be scripted with ``script()``."""
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     return open_model(ModelSpec(source=str(tiny_model_dir)))
 

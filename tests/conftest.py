@@ -4,9 +4,8 @@ tokenizer, and isolated config/data directories for every test."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -37,8 +36,8 @@ def demo_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def demo_handle(demo_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec())
     yield handle
@@ -84,7 +83,7 @@ def tiny_long_model_dir(demo_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_handle(tiny_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     return open_model(ModelSpec(source=str(tiny_model_dir)))

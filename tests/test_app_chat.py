@@ -5,7 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
-from app_helpers import one_torch_thread, command, generation_threads, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
+from app_helpers import (  # noqa: F401
+    command,
+    generation_threads,
+    long_handle,
+    one_torch_thread,
+    screen_text,
+    send,
+    wait_for,
+    wait_loaded,
+)
 
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
@@ -13,7 +22,7 @@ from tui.widgets.chat import Notice, Reply, UserMessage
 
 
 def greedy(app, max_new_tokens: int = 24) -> None:
-    app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", str(max_new_tokens))
+    app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", str(max_new_tokens))
 
 
 def test_default_model_streams_paris(demo_handle):
@@ -41,9 +50,9 @@ def test_default_model_streams_paris(demo_handle):
             reply = app.chat.last_reply()
             assert "Paris" in reply.text
             assert reply.status == "complete"
-            new_tokens = app.timings[-1].done.stats.new_tokens
+            new_tokens = app.turns.timings[-1].done.stats.new_tokens
             assert len(batches) >= 2 and sum(batches) in (new_tokens, new_tokens - 1)  # EOS is not text
-            assert app.conversation.messages[-1] == {"role": "assistant", "content": reply.text}
+            assert app.turns.conversation.messages[-1] == {"role": "assistant", "content": reply.text}
             text = screen_text(app)
             assert "The capital of France is Paris." in text
             assert "tok/s" in text and "TTFT" in text  # the stats line and the status bar
@@ -60,14 +69,14 @@ def test_escape_stops_and_keeps_the_partial_reply(long_handle):
             greedy(app, 5000)
             app.input.load_text("go on forever")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.turn is not None and app.turn.reply.n_tokens >= 5)
+            await wait_for(pilot, lambda: app.turns.turn is not None and app.turns.turn.reply.n_tokens >= 5)
             await pilot.press("escape")
-            await wait_for(pilot, lambda: app.turn is None)
+            await wait_for(pilot, lambda: app.turns.turn is None)
             reply = app.chat.last_reply()
             assert reply.status == "stopped" and reply.has_class("-stopped")
-            assert 0 < app.timings[-1].done.stats.new_tokens < 5000
+            assert 0 < app.turns.timings[-1].done.stats.new_tokens < 5000
             assert "stopped" in screen_text(app)
-            assert app.conversation.messages[-1]["role"] == "assistant"  # the partial reply is kept
+            assert app.turns.conversation.messages[-1]["role"] == "assistant"  # the partial reply is kept
             deadline = time.monotonic() + 5
             while generation_threads() and time.monotonic() < deadline:
                 await pilot.pause(0.05)
@@ -87,10 +96,10 @@ def test_regenerate_and_edit_the_last_message(tiny_handle):
             await send(pilot, app, "first question")
             first = app.chat.last_reply().text
             await pilot.press("ctrl+r")
-            await wait_for(pilot, lambda: len(app.timings) == 2 and app.turn is None)
+            await wait_for(pilot, lambda: len(app.turns.timings) == 2 and app.turns.turn is None)
             assert len(app.chat.query(Reply)) == 1  # replaced, not added
             assert app.chat.last_reply().text == first  # greedy: the same answer again
-            assert [m["role"] for m in app.conversation.messages] == ["user", "assistant"]
+            assert [m["role"] for m in app.turns.conversation.messages] == ["user", "assistant"]
 
             await pilot.press("ctrl+o")  # edit: the message goes back into the input
             await pilot.pause()
@@ -98,8 +107,8 @@ def test_regenerate_and_edit_the_last_message(tiny_handle):
             assert not app.chat.query(UserMessage) and not app.chat.query(Reply)
             app.input.load_text("second question")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: len(app.timings) == 3 and app.turn is None)
-            users = [m["content"] for m in app.conversation.messages if m["role"] == "user"]
+            await wait_for(pilot, lambda: len(app.turns.timings) == 3 and app.turns.turn is None)
+            users = [m["content"] for m in app.turns.conversation.messages if m["role"] == "user"]
             assert users == ["second question"]
             stored = app.recorder.store.load_conversation(app.recorder.conversation_id)
             assert [m.content for m in stored.messages if m.role == "user"] == ["second question"]
@@ -116,11 +125,11 @@ def test_slash_commands_and_bad_input(tiny_handle):
             for name, value in (("temperature", "0.25"), ("top_p", "0.5"), ("top_k", "7"),
                                 ("repetition_penalty", "1.1"), ("max_new_tokens", "9"), ("seed", "3")):
                 await command(pilot, app, f"/set {name} {value}")
-                assert str(getattr(app.params, name)) == value
+                assert str(getattr(app.turns.params, name)) == value
             await command(pilot, app, "/seed 11")
-            assert app.params.seed == 11
+            assert app.turns.params.seed == 11
             await command(pilot, app, "/system You are terse.")
-            assert app.conversation.messages[0] == {"role": "system", "content": "You are terse."}
+            assert app.turns.conversation.messages[0] == {"role": "system", "content": "You are terse."}
             await command(pilot, app, "/system")  # puts the prompt back to edit
             assert app.input.text == "/system You are terse."
             app.input.clear()
@@ -131,7 +140,7 @@ def test_slash_commands_and_bad_input(tiny_handle):
                 await command(pilot, app, bad)
                 assert len(notices()) == before + 1, bad
                 assert app.input.text == bad  # nothing lost: the text stays to be fixed
-            assert app.params.temperature == 0.25 and app.params.top_p == 0.5
+            assert app.turns.params.temperature == 0.25 and app.turns.params.top_p == 0.5
             app.input.clear()
 
             await send(pilot, app, "hello")
@@ -140,7 +149,7 @@ def test_slash_commands_and_bad_input(tiny_handle):
             exports = list((app.recorder.store.path.parent / "exports").glob(f"conversation-{conv_id}.*"))
             assert sorted(p.suffix for p in exports) == [".json", ".md"]
             await command(pilot, app, "/clear")
-            assert [m["role"] for m in app.conversation.messages] == ["system"]
+            assert [m["role"] for m in app.turns.conversation.messages] == ["system"]
             assert not app.chat.query(Reply)
             await command(pilot, app, "/new")
             assert app.recorder.conversation_id is None
@@ -160,7 +169,7 @@ def test_tab_completes_and_up_recalls_history(tiny_handle):
             await pilot.press("slash", "s", "e", "t", "space", "t", "e", "m", "tab")
             assert app.input.text == "/set temperature "
             await pilot.press("0", "enter")
-            assert app.params.temperature == 0 and app.input.text == ""
+            assert app.turns.params.temperature == 0 and app.input.text == ""
             await pilot.press("up")
             assert app.input.text == "/set temperature 0"
             await pilot.press("down")

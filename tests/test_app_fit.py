@@ -12,12 +12,12 @@ import asyncio
 import pytest
 from app_helpers import command, screen_text, wait_for, wait_loaded  # noqa: F401
 
+from backends.core.spec import ModelSpec
 from backends.memory.turn import turn_needs
 from backends.memory.weights import weights_on
-from backends.core.spec import ModelSpec
 from tui.app import LlmTuiApp
-from tui.settings import AppSettings
 from tui.screens.fit import FitScreen
+from tui.settings import AppSettings
 from tui.widgets.chat import Reply, UserMessage
 
 LAST = "and what about the last question?"
@@ -38,15 +38,15 @@ def capped_handle(tiny_model_dir):
 async def start(pilot, app, rounds: int = 6) -> None:
     """A conversation long enough not to fit, then the last question sent with Enter."""
     await wait_loaded(pilot, app)
-    app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "16")
+    app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "16")
     for n in range(rounds):
         question, answer = f"question {n} " + "word " * 20, f"answer {n} " + "text " * 30
-        app.conversation.add_user(question)
+        app.turns.conversation.add_user(question)
         app.chat.add_user(question)
-        app._record("user", question)
-        app.conversation.add_assistant(answer)
+        app.turns.record("user", question)
+        app.turns.conversation.add_assistant(answer)
         await app.chat.add_reply("tiny", answer, status="complete")
-        app._record("assistant", answer, status="complete", model="tiny")
+        app.turns.record("assistant", answer, status="complete", model="tiny")
     app.input.focus()
     app.input.load_text(LAST)
     await pilot.press("enter")
@@ -63,17 +63,18 @@ def test_truncate_keeps_prompts_within_what_fits(capped_handle):
             text = screen_text(app)
             assert "This turn may not fit in memory" in text and "under --max-memory" in text
             assert f"within {fit.budget:,} tokens" in text and "leaving out the oldest" in text
-            assert app.turn is None and not app.chat.query(Reply).last().text.startswith("question")
+            assert app.turns.turn is None and not app.chat.query(Reply).last().text.startswith("question")
             await pilot.press("t")
-            await wait_for(pilot, lambda: len(app.timings) == 1 and app.turn is None)
+            await wait_for(pilot, lambda: len(app.turns.timings) == 1 and app.turns.turn is None)
             await pilot.pause()
-            assert app.params.max_prompt_tokens == fit.budget
-            done = app.timings[-1].done
+            assert app.turns.params.max_prompt_tokens == fit.budget
+            done = app.turns.timings[-1].done
             assert done.stats.prompt_tokens <= fit.budget
             view = app.inspector.view
-            assert view.dropped and view.captured == view.ids  # what was sent is what the inspector shows
-            assert app.conversation.messages[-1]["role"] == "assistant"
-            assert len(app.conversation.messages) == 2 * 6 + 2  # nothing was removed from the conversation
+            assert view.dropped and done.captured_ids == view.ids  # what was sent is what the inspector shows
+            assert app.inspector.verdict is True
+            assert app.turns.conversation.messages[-1]["role"] == "assistant"
+            assert len(app.turns.conversation.messages) == 2 * 6 + 2  # nothing was removed from the conversation
             text = screen_text(app)
             assert f"budget {fit.budget:,}" in text  # the status bar
             assert f"✂ {len(view.dropped)} messages dropped ({view.dropped_tokens} tokens) by the prompt bud" in text
@@ -82,7 +83,7 @@ def test_truncate_keeps_prompts_within_what_fits(capped_handle):
             # The next turn fits too: no question asked.
             app.input.load_text("one more")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: len(app.timings) == 2 and app.turn is None)
+            await wait_for(pilot, lambda: len(app.turns.timings) == 2 and app.turns.turn is None)
             assert not isinstance(app.screen, FitScreen)
 
     asyncio.run(scenario())
@@ -96,9 +97,9 @@ def test_cancel_puts_the_message_back(capped_handle):
             await pilot.press("escape")
             await wait_for(pilot, lambda: not isinstance(app.screen, FitScreen))
             await wait_for(pilot, lambda: app.input.text == LAST)
-            assert app.conversation.messages[-1]["role"] == "assistant"  # the question was taken back
-            assert not app.timings and app.turn is None
-            assert app.params.max_prompt_tokens is None
+            assert app.turns.conversation.messages[-1]["role"] == "assistant"  # the question was taken back
+            assert not app.turns.timings and app.turns.turn is None
+            assert app.turns.params.max_prompt_tokens is None
             stored = app.recorder.store.load_conversation(app.recorder.conversation_id).messages
             assert len(stored) == 12 and all(LAST not in m.content for m in stored)
             assert len(app.chat.query(UserMessage)) == 6
@@ -111,11 +112,11 @@ def test_send_anyway_sends_the_whole_conversation(capped_handle):
         app = LlmTuiApp(AppSettings(), handles={0: capped_handle})
         async with app.run_test(size=(100, 32)) as pilot:
             await start(pilot, app)
-            full = capped_handle.render(app.conversation.copy_messages(), max_new_tokens=16)
+            full = capped_handle.render(app.turns.conversation.copy_messages(), max_new_tokens=16)
             await pilot.press("s")
-            await wait_for(pilot, lambda: len(app.timings) == 1 and app.turn is None)
-            assert app.timings[-1].done.stats.prompt_tokens == len(full.ids)
-            assert not app.inspector.view.dropped and app.params.max_prompt_tokens is None
+            await wait_for(pilot, lambda: len(app.turns.timings) == 1 and app.turns.turn is None)
+            assert app.turns.timings[-1].done.stats.prompt_tokens == len(full.ids)
+            assert not app.inspector.view.dropped and app.turns.params.max_prompt_tokens is None
 
     asyncio.run(scenario())
 
@@ -126,10 +127,10 @@ def test_budget_command_sets_shows_and_removes_the_limit(tiny_handle):
         async with app.run_test(size=(120, 36)) as pilot:
             await wait_loaded(pilot, app)
             for n in range(4):
-                app.conversation.add_user(f"question {n} " + "word " * 20)
-                app.conversation.add_assistant(f"answer {n} " + "text " * 30)
+                app.turns.conversation.add_user(f"question {n} " + "word " * 20)
+                app.turns.conversation.add_assistant(f"answer {n} " + "text " * 30)
             await command(pilot, app, "/budget 100")
-            assert app.params.max_prompt_tokens == 100
+            assert app.turns.params.max_prompt_tokens == 100
             app.input.load_text("draft question")
             await wait_for(pilot, lambda: app.inspector.view is not None and app.inspector.view.dropped)
             assert len(app.inspector.view.ids) <= 100
@@ -138,7 +139,7 @@ def test_budget_command_sets_shows_and_removes_the_limit(tiny_handle):
             assert "prompt budget: 100 tokens" in screen_text(app)
             app.input.load_text("")
             await command(pilot, app, "/budget off")
-            assert app.params.max_prompt_tokens is None
+            assert app.turns.params.max_prompt_tokens is None
             app.input.load_text("draft question")
             await wait_for(pilot, lambda: app.inspector.view is not None and not app.inspector.view.dropped)
             await command(pilot, app, "/budget lots")

@@ -5,7 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 
-from app_helpers import one_torch_thread, screen_text, send, tiny_pair, wait_for, wait_loaded  # noqa: F401
+from app_helpers import (  # noqa: F401
+    one_torch_thread,
+    screen_text,
+    send,
+    tiny_pair,
+    wait_for,
+    wait_loaded,
+)
 
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings, LoadOptions, spec_for
@@ -19,7 +26,7 @@ def test_switching_models_mid_conversation(tiny_pair):
         app = LlmTuiApp(AppSettings(models=[str(a), str(b)]))
         async with app.run_test(size=(140, 40)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "6")
+            app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "6")
             await send(pilot, app, "hello")
             assert app.chat.last_reply().model == "tiny-a"
             handle_a = app.models.slots[0].handle
@@ -33,13 +40,13 @@ def test_switching_models_mid_conversation(tiny_pair):
             assert app.status.info.model == "tiny-b"
             handle_b = app.models.handle
             # The inspector re-renders the same conversation for the new model.
-            expected = handle_b.render(app.conversation.copy_messages()).ids
+            expected = handle_b.render(app.turns.conversation.copy_messages()).ids
             await wait_for(pilot, lambda: app.inspector.view is not None and app.inspector.view.ids == expected)
 
             await send(pilot, app, "and now?")
             replies = list(app.chat.query(Reply))
             assert [r.model for r in replies] == ["tiny-a", "tiny-b"]
-            assert [m["role"] for m in app.conversation.messages] == ["user", "assistant", "user", "assistant"]
+            assert [m["role"] for m in app.turns.conversation.messages] == ["user", "assistant", "user", "assistant"]
             stored = app.recorder.store.load_conversation(app.recorder.conversation_id)
             assert [m.model for m in stored.messages if m.role == "assistant"] == ["tiny-a", "tiny-b"]
             assert stored.model == "tiny-b" and stored.meta["family"] == handle_b.info.family
@@ -152,7 +159,7 @@ def test_the_picker_loads_a_model_quantized(tiny_pair):
             assert app.models.handle.info.quant == "nf4" and app.models.handle.info.footprint_bytes < plain
             assert app.models.slots[0].handle is None  # the fp32 one was unloaded
             assert "nf4" in app.status.info.quant
-            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "4")
+            app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "4")
             await send(pilot, app, "hello")
             assert app.chat.last_reply().status == "complete"
             # /model NAME QUANT does the same from the input; the fp32 slot is found again by name.

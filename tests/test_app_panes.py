@@ -15,11 +15,11 @@ def test_inspector_previews_while_typing_and_checks_after_sending(tiny_handle):
         app = LlmTuiApp(AppSettings(system="Be brief."), handles={0: tiny_handle})
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "4")
+            app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "4")
             app.input.focus()
 
             def preview_of(draft):
-                return tiny_handle.render([*app.conversation.copy_messages(),
+                return tiny_handle.render([*app.turns.conversation.copy_messages(),
                                            {"role": "user", "content": draft}]).ids
 
             await pilot.press(*"Hi")
@@ -30,10 +30,10 @@ def test_inspector_previews_while_typing_and_checks_after_sending(tiny_handle):
             assert app.inspector.verdict is None
 
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.timings and app.turn is None)
+            await wait_for(pilot, lambda: app.turns.timings and app.turns.turn is None)
             await pilot.pause()
             assert app.inspector.verdict is True  # captured IDs == the preview
-            assert app.inspector.view.captured == app.timings[-1].done.captured_ids
+            assert app.inspector.check.ids == app.turns.timings[-1].done.captured_ids == app.inspector.view.ids
             assert "✓" in screen_text(app)
             await pilot.press("f4")
             assert app.inspector.mode != "pieces"
@@ -50,10 +50,10 @@ def test_meter_shows_the_cpu_fallback_and_logs_turns(tiny_handle):
             if not app.meter.sample.has_gpu:
                 text = screen_text(app)
                 assert "RSS" in text and "CPU" in text
-            app.params = app.params.with_value("max_new_tokens", "3")
+            app.turns.params = app.turns.params.with_value("max_new_tokens", "3")
             await send(pilot, app, "hello")
             assert [t.turn for t in app.meter.turns] == [1]
-            stats = app.timings[-1].done.stats
+            stats = app.turns.timings[-1].done.stats
             assert app.meter.turns[0].context_tokens == stats.prompt_tokens + stats.new_tokens
 
     asyncio.run(scenario())

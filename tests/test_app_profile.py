@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
-from app_helpers import one_torch_thread, command, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
+from app_helpers import (  # noqa: F401
+    command,
+    long_handle,
+    one_torch_thread,
+    screen_text,
+    send,
+    wait_for,
+    wait_loaded,
+)
 
 from tui.app import LlmTuiApp
+from tui.screens.memory import MemoryPlot, MemoryScreen
 from tui.settings import AppSettings
-from tui.screens.memory import MemoryPlot, MemoryScreen, profile_table
 from tui.widgets.chat import Notice, UserMessage
+from backends.profile.measure import ProfileRow
+from tui.widgets.profile_table import profile_table
 
 #: KV bytes per token of the tiny Llama: 2 layers x 2 KV heads x head_dim 16 x K and V x fp32.
 PER_TOKEN = 2 * 2 * 16 * 2 * 4
@@ -26,10 +36,10 @@ async def submit(pilot, app, text: str) -> None:
 
     (Pilot's key presses wait for the process to go idle, and a profile or a
     reply keeps a core busy, so they take seconds each here.)"""
-    before = len(errors(app)), len(app.chat.query(UserMessage)), app.profiling
+    before = len(errors(app)), len(app.chat.query(UserMessage)), app.profiles.running
     app.input.load_text(text)
     app.input.action_submit()
-    await wait_for(pilot, lambda: (len(errors(app)), len(app.chat.query(UserMessage)), app.profiling) != before)
+    await wait_for(pilot, lambda: (len(errors(app)), len(app.chat.query(UserMessage)), app.profiles.running) != before)
 
 
 def test_profile_command_opens_the_memory_screen_with_a_linear_kv_cache(tiny_handle):
@@ -37,15 +47,15 @@ def test_profile_command_opens_the_memory_screen_with_a_linear_kv_cache(tiny_han
         app = LlmTuiApp(AppSettings(), handles={0: tiny_handle})
         async with app.run_test(size=(160, 48)) as pilot:
             await wait_loaded(pilot, app)
-            app.profile_decode_tokens = 2
+            app.profiles.decode_tokens = 2
             await command(pilot, app, "/profile 16,32")
-            await wait_for(pilot, lambda: app.profiling is None and isinstance(app.screen, MemoryScreen))
+            await wait_for(pilot, lambda: app.profiles.running is None and isinstance(app.screen, MemoryScreen))
             await pilot.pause()
-            rows = app.profile_rows
-            assert [r["context_tokens"] for r in rows] == [16, 32]
-            assert [r["kv_bytes"] for r in rows] == [16 * PER_TOKEN, 32 * PER_TOKEN]  # linear in the context
-            assert all(r["decode_tokens"] == 2 and r["peak_bytes"] > 0 for r in rows)
-            assert app.profile_model == tiny_handle.info.label
+            rows = app.profiles.rows
+            assert [r.context_tokens for r in rows] == [16, 32]
+            assert [r.kv_bytes for r in rows] == [16 * PER_TOKEN, 32 * PER_TOKEN]  # linear in the context
+            assert all(r.decode_tokens == 2 and r.peak_bytes > 0 for r in rows)
+            assert app.profiles.label == tiny_handle.info.label
             assert app.status.info.state == ""
             screen = app.screen
             assert screen.profile_rows == rows
@@ -69,21 +79,21 @@ def test_escape_on_the_memory_screen_stops_and_keeps_the_partial_rows(tiny_handl
         app = LlmTuiApp(AppSettings(), handles={0: tiny_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.profile_decode_tokens = 200  # long enough to act while it runs (Esc stops between steps)
+            app.profiles.decode_tokens = 200  # long enough to act while it runs (Esc stops between steps)
             await command(pilot, app, f"/profile {MANY}")
-            run = app.profiling
+            run = app.profiles.running
             assert run is not None and len(run.lengths) == 40
             assert app.status.info.state.startswith("profiling")
-            await wait_for(pilot, lambda: app.profiling is not None and app.profiling.rows)
+            await wait_for(pilot, lambda: app.profiles.running is not None and app.profiles.running.rows)
             await pilot.press("f9")
             assert isinstance(app.screen, MemoryScreen)
             assert "Esc stop the profile" in screen_text(app)
             await pilot.press("escape")  # stops the profile; the screen stays
-            await wait_for(pilot, lambda: app.profiling is None)
+            await wait_for(pilot, lambda: app.profiles.running is None)
             await pilot.pause()
-            rows = app.profile_rows
+            rows = app.profiles.rows
             assert 1 <= len(rows) < 40
-            assert all(r["kv_bytes"] == r["context_tokens"] * PER_TOKEN for r in rows)
+            assert all(r.kv_bytes == r.context_tokens * PER_TOKEN for r in rows)
             assert isinstance(app.screen, MemoryScreen) and app.screen.profile_rows == rows
             text = screen_text(app)
             assert f"profile stopped: {len(rows)} of 40 lengths measured" in text
@@ -98,15 +108,15 @@ def test_p_on_the_memory_screen_profiles_the_default_lengths(tiny_handle):
         app = LlmTuiApp(AppSettings(), handles={0: tiny_handle})
         async with app.run_test(size=(80, 24)) as pilot:
             await wait_loaded(pilot, app)
-            app.profile_decode_tokens = 1
+            app.profiles.decode_tokens = 1
             await pilot.press("f9")
             assert isinstance(app.screen, MemoryScreen) and not app.screen.profile_rows
             await pilot.press("p")
-            await wait_for(pilot, lambda: app.profiling is None and app.profile_rows, timeout=120)
+            await wait_for(pilot, lambda: app.profiles.running is None and app.profiles.rows, timeout=120)
             await pilot.pause()
-            assert [r["context_tokens"] for r in app.profile_rows] == [256, 512, 1024, 2048]
+            assert [r.context_tokens for r in app.profiles.rows] == [256, 512, 1024, 2048]
             assert len(app.screen_stack) == 2  # the open screen was updated, not a second one pushed
-            assert app.screen.profile_rows == app.profile_rows
+            assert app.screen.profile_rows == app.profiles.rows
             assert "2,048" in screen_text(app)
 
     asyncio.run(scenario())
@@ -124,14 +134,14 @@ def test_bad_lengths_are_one_notice_each(tiny_handle):
                 await command(pilot, app, bad)
                 assert len(errors(app)) == before + 1, bad
                 assert says in errors(app)[-1] and "/profile" in errors(app)[-1]
-                assert app.profiling is None and not isinstance(app.screen, MemoryScreen)
+                assert app.profiles.running is None and not isinstance(app.screen, MemoryScreen)
                 assert app.input.text == bad  # kept to fix
             app.input.clear()
-            palette = {c.title: c for c in app.palette_commands()}
-            palette["Memory: run a profile"].run()  # the default lengths, like /profile alone
-            assert app.profiling is not None and app.profiling.lengths == [256, 512, 1024, 2048]
-            app.stop_profile()
-            await wait_for(pilot, lambda: app.profiling is None)
+            palette = {c.title: c for c in app.get_system_commands(app.screen)}
+            palette["Memory: run a profile"].callback()  # the default lengths, like /profile alone
+            assert app.profiles.running is not None and app.profiles.running.lengths == [256, 512, 1024, 2048]
+            app.profiles.stop()
+            await wait_for(pilot, lambda: app.profiles.running is None)
 
     asyncio.run(scenario())
 
@@ -141,10 +151,10 @@ def test_sending_while_profiling_is_refused(tiny_handle):
         app = LlmTuiApp(AppSettings(), handles={0: tiny_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("max_new_tokens", "2")
-            app.profile_decode_tokens = 200  # long enough to act while it runs (Esc stops between steps)
+            app.turns.params = app.turns.params.with_value("max_new_tokens", "2")
+            app.profiles.decode_tokens = 200  # long enough to act while it runs (Esc stops between steps)
             await submit(pilot, app, f"/profile {MANY}")
-            assert app.profiling is not None
+            assert app.profiles.running is not None
             await submit(pilot, app, "hello")
             assert errors(app)[-1] == ("a memory profile is running — wait for it, or press Esc in the "
                                        "memory screen (F9) to stop it")
@@ -152,12 +162,12 @@ def test_sending_while_profiling_is_refused(tiny_handle):
             await submit(pilot, app, "/profile 16")
             assert errors(app)[-1].startswith("a memory profile is already running")
             app.input.clear()
-            assert app.stop_profile()
+            assert app.profiles.stop()
             # Stopped from elsewhere: the partial profile is shown when it ends.
-            await wait_for(pilot, lambda: app.profiling is None and isinstance(app.screen, MemoryScreen))
+            await wait_for(pilot, lambda: app.profiles.running is None and isinstance(app.screen, MemoryScreen))
             await pilot.press("escape")
             await send(pilot, app, "hello")  # the model answers again
-            assert app.chat.query(UserMessage) and app.timings
+            assert app.chat.query(UserMessage) and app.turns.timings
 
     asyncio.run(scenario())
 
@@ -167,16 +177,16 @@ def test_a_profile_while_a_reply_is_generated_is_refused(long_handle):
         app = LlmTuiApp(AppSettings(), handles={0: long_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "5000")
+            app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "5000")
             app.input.load_text("go on forever")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.turn is not None and app.turn.reply.n_tokens >= 1)
+            await wait_for(pilot, lambda: app.turns.turn is not None and app.turns.turn.reply.n_tokens >= 1)
             await submit(pilot, app, "/profile 16")
             assert errors(app)[-1].startswith("a reply is still being generated")
-            assert app.profiling is None
+            assert app.profiles.running is None
             app.input.clear()
             app.action_stop()
-            await wait_for(pilot, lambda: app.turn is None)
+            await wait_for(pilot, lambda: app.turns.turn is None)
 
     asyncio.run(scenario())
 
@@ -187,14 +197,14 @@ def test_the_profile_belongs_to_its_model(tiny_model_dir, tiny_long_model_dir, t
         app = LlmTuiApp(settings, handles={0: tiny_handle, 1: long_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.profile_decode_tokens = 1
+            app.profiles.decode_tokens = 1
             await command(pilot, app, "/profile 16")
-            await wait_for(pilot, lambda: app.profiling is None and isinstance(app.screen, MemoryScreen))
-            assert len(app.profile_rows) == 1
+            await wait_for(pilot, lambda: app.profiles.running is None and isinstance(app.screen, MemoryScreen))
+            assert len(app.profiles.rows) == 1
             await pilot.press("escape")
             app.action_switch_model(2)
             await wait_for(pilot, lambda: app.models.active == 1)
-            assert app.profile_rows == [] and app.profile_model is None
+            assert app.profiles.rows == [] and app.profiles.label is None
             await pilot.press("f9")
             assert isinstance(app.screen, MemoryScreen) and not app.screen.profile_rows
             await pilot.press("escape")
@@ -203,9 +213,9 @@ def test_the_profile_belongs_to_its_model(tiny_model_dir, tiny_long_model_dir, t
 
 
 def test_the_profile_table_lines_up_and_shows_an_out_of_memory_line():
-    rows = [{"context_tokens": c, "peak_bytes": 600 * 2**20 + c * 1024, "kv_bytes": c * 512,
-             "prefill_tok_s": 1000.0 + c, "decode_tok_s": 40.0} for c in range(256, 256 * 11, 256)]
-    lines = profile_table(rows[:2] + [{"context_tokens": 4096, "error": "out of memory"}])
+    rows = [ProfileRow(context_tokens=c, decode_tokens=2, peak_bytes=600 * 2**20 + c * 1024, kv_bytes=c * 512,
+                       prefill_tok_s=1000.0 + c, decode_tok_s=40.0) for c in range(256, 256 * 11, 256)]
+    lines = profile_table(rows[:2] + [ProfileRow(context_tokens=4096, decode_tokens=2, error="out of memory")])
     assert lines[0].split() == ["context", "peak", "KV", "cache", "KV/token", "prefill", "tok/s", "decode", "tok/s"]
     assert lines[1].split() == ["256", "600.2", "MiB", "128.0", "KiB", "512", "B", "1,256.0", "40.0"]
     assert lines[3] == "  4,096  out of memory"

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from app_helpers import one_torch_thread, command, screen_ansi, screen_text, script, scripted_handle, send, wait_loaded  # noqa: F401
+from app_helpers import (  # noqa: F401
+    command,
+    one_torch_thread,
+    screen_ansi,
+    screen_text,
+    script,
+    scripted_handle,
+    send,
+    wait_loaded,
+)
 
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings

@@ -16,7 +16,15 @@ import time
 from pathlib import Path
 
 import pytest
-from app_helpers import one_torch_thread, command, long_handle, screen_text, send, wait_for, wait_loaded  # noqa: F401
+from app_helpers import (  # noqa: F401
+    command,
+    long_handle,
+    one_torch_thread,
+    screen_text,
+    send,
+    wait_for,
+    wait_loaded,
+)
 
 from backends.core.paths import data_dir
 from backends.storage.store import Store
@@ -127,11 +135,11 @@ def test_resume_after_the_app_was_killed_mid_reply(tiny_long_model_dir):
             assert [type(w).__name__ for w in resumed.chat.children if isinstance(w, (UserMessage, Reply))] == \
                 ["UserMessage", "Reply"]
             assert "interrupted" in screen_text(resumed)
-            assert resumed.conversation.messages[-1] == {"role": "assistant", "content": saved.content}
+            assert resumed.turns.conversation.messages[-1] == {"role": "assistant", "content": saved.content}
             await resumed.action_regenerate()  # carries on: the partial reply is replaced
-            await wait_for(pilot, lambda: resumed.turn is not None and resumed.turn.reply.n_tokens > 0)
+            await wait_for(pilot, lambda: resumed.turns.turn is not None and resumed.turns.turn.reply.n_tokens > 0)
             await pilot.press("escape")
-            await wait_for(pilot, lambda: resumed.turn is None)
+            await wait_for(pilot, lambda: resumed.turns.turn is None)
             assert len(resumed.chat.query(Reply)) == 1
 
     asyncio.run(scenario())
@@ -143,11 +151,11 @@ def test_hang_up_saves_the_partial_reply_and_exits(long_handle):
         app = LlmTuiApp(AppSettings(), handles={0: long_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("max_new_tokens", "100000")
+            app.turns.params = app.turns.params.with_value("max_new_tokens", "100000")
             app.input.load_text("keep going")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.turn is not None and app.turn.reply.n_tokens >= 10)
-            db, msg_id = app.recorder.store.path, app.turn.message_id
+            await wait_for(pilot, lambda: app.turns.turn is not None and app.turns.turn.reply.n_tokens >= 10)
+            db, msg_id = app.recorder.store.path, app.turns.turn.message_id
             os.kill(os.getpid(), signal.SIGHUP)  # what the terminal sends when SSH drops
             await wait_for(pilot, lambda: not app.is_running, timeout=20)
         assert app.return_code == 129
@@ -179,7 +187,7 @@ def test_sessions_screen_reopens_a_conversation_and_exports(tiny_handle):
             await pilot.press("down", "enter")  # newest first: the second row is the first chat
             await pilot.pause()
             assert app.recorder.conversation_id == first
-            assert [m["content"] for m in app.conversation.messages if m["role"] == "user"] == \
+            assert [m["content"] for m in app.turns.conversation.messages if m["role"] == "user"] == \
                 ["the first conversation"]
 
             target = Path(app.recorder.store.path).parent / "out.json"

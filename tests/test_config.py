@@ -9,10 +9,19 @@ from pathlib import Path
 
 import pytest
 
-from backends.storage.config import CONFIG_NAME, Config, Defaults, ModelAlias, load_config, remove_alias, save_alias, save_default
 from backends.core.errors import UsageError
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
+from backends.storage.config import (
+    CONFIG_NAME,
+    Config,
+    Defaults,
+    ModelAlias,
+    load_config,
+    remove_alias,
+    save_alias,
+    save_default,
+)
 
 FULL = """\
 # my llm-tui settings

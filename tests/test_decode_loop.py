@@ -9,7 +9,6 @@ with ``trust_remote_code=True``, exactly like a real checkpoint.
 from __future__ import annotations
 
 import pytest
-
 from remote_standins import ListSink
 
 from backends.core.events import DoneEvent, TokenEvent
@@ -41,8 +40,8 @@ def _collect(generation):
 
 
 def test_loop_greedy_tokens_equal_generate_on_a_native_model(tiny_model_dir):
-    from backends.generation.runners.generate import GenerateRunner
     from backends.generation.open import open_model
+    from backends.generation.runners.generate import GenerateRunner
     from backends.generation.runners.loop import LoopRunner
 
     generate = open_model(ModelSpec(source=str(tiny_model_dir)))
@@ -67,7 +66,7 @@ def test_remote_code_checkpoint_runs_in_the_loop_by_default(remote_handle):
     tokens, done = _collect(generation)
     assert done.error is None
     assert done.captured_ids == done.prompt_ids == remote_handle.render(MESSAGES).ids
-    assert generation.view.verified is True
+    assert generation.done.captured_ids == generation.view.ids
     assert done.stats.new_tokens == GREEDY.max_new_tokens and done.stop_reason == "length"
     assert "".join(t.text for t in tokens) == done.text
     again = _collect(remote_handle.stream(MESSAGES, GREEDY))[1]
@@ -148,7 +147,12 @@ def test_forward_signature_is_read_not_assumed():
 
 
 def test_sampling_uses_transformers_processors():
-    from transformers import RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     from backends.generation.runners.loop import logits_processors
 
@@ -161,8 +165,8 @@ def test_sampling_uses_transformers_processors():
 def test_a_model_without_a_cache_sees_the_whole_sequence_each_step():
     import torch
 
-    from backends.prompt.view import PromptView
     from backends.generation.runners.loop import LoopRunner
+    from backends.prompt.view import PromptView
 
     class Counter(torch.nn.Module):
         """Predicts last token + 1 and returns no cache; records what each call received."""

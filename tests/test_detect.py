@@ -9,21 +9,39 @@ from pathlib import Path
 
 import pytest
 
+from backends.checkpoint.remote_code import needs_remote_code
 from backends.core.errors import ModelLoadError, RemoteCodeRefused, UsageError
 from backends.prompt.families.baichuan import Baichuan2Family
 from backends.prompt.families.base import PromptFamily
 from backends.prompt.families.chatglm import ChatGLM3Family
-from backends.prompt.families.detect import context_length, detect_family, family_for_dir
-from backends.checkpoint.remote_code import needs_remote_code
+from backends.prompt.families.detect import (
+    context_length,
+    detect_family,
+    family_for_dir,
+)
 from backends.prompt.families.qwen import QwenFamily
 from backends.prompt.families.template import ChatTemplateFamily
 
 try:
-    from fixtures_families import (MARKER, booby_trap, make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir,
-                                   make_template_dir, write_json)
+    from fixtures_families import (
+        MARKER,
+        booby_trap,
+        make_baichuan2_dir,
+        make_chatglm3_dir,
+        make_qwen_dir,
+        make_template_dir,
+        write_json,
+    )
 except ImportError:  # tests collected as a package
-    from tests.fixtures_families import (MARKER, booby_trap, make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir,
-                                         make_template_dir, write_json)
+    from tests.fixtures_families import (
+        MARKER,
+        booby_trap,
+        make_baichuan2_dir,
+        make_chatglm3_dir,
+        make_qwen_dir,
+        make_template_dir,
+        write_json,
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 

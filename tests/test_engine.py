@@ -40,7 +40,7 @@ def test_captured_ids_equal_the_preview(demo_handle):
     generation = demo_handle.stream(messages, SamplingParams(temperature=0, max_new_tokens=4))
     _, done = _collect(generation)
     assert done.captured_ids == preview.ids == done.prompt_ids
-    assert generation.view.verified is True
+    assert generation.done.captured_ids == generation.view.ids
 
 
 def test_chinese_and_emoji_conversation_streams_without_replacement_characters(demo_handle):
@@ -57,8 +57,8 @@ def test_chinese_and_emoji_conversation_streams_without_replacement_characters(d
 
 
 def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=5000))
@@ -78,8 +78,8 @@ def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
 
 
 def test_external_stop_event_and_max_new_tokens(tiny_long_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     _, done = _collect(handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=7)))
@@ -102,8 +102,8 @@ def test_seed_makes_sampling_repeatable(tiny_handle):
 
 
 def test_drain_batches_events_and_ends_with_done(tiny_long_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_long_model_dir)))
     generation = handle.stream([{"role": "user", "content": "go"}], SamplingParams(temperature=0, max_new_tokens=40))
@@ -121,8 +121,8 @@ def test_drain_batches_events_and_ends_with_done(tiny_long_model_dir):
 
 
 def test_unload_drops_the_weights(tiny_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_model_dir)))
     handle.unload()

@@ -7,6 +7,7 @@ from dataclasses import replace
 import pytest
 from textual.app import App, ComposeResult
 
+from backends.prompt.check import PromptCheck
 from backends.prompt.view import Dropped, PromptView
 from tui.widgets.inspector import Inspector
 
@@ -118,12 +119,12 @@ async def test_captured_equal_shows_a_check_mark(view):
         inspector = app.query_one(Inspector)
         inspector.show_preview(view)
         assert inspector.verdict is None
-        inspector.show_captured(replace(view, captured=list(view.ids)))
+        inspector.show_captured(PromptCheck.of(view, list(view.ids)))
         await pilot.pause()
         assert inspector.verdict is True
         assert f"✓ captured == preview ({len(view.ids)} tokens)" in inspector.rendered_lines()[1]
-        # the next preview keeps the last turn's verdict, labelled as such
-        inspector.show_preview(view)
+        # the next preview (a new view, as after each edit) keeps the last turn's verdict, labelled as such
+        inspector.show_preview(replace(view))
         await pilot.pause()
         assert inspector.rendered_lines()[1].startswith("last turn: ✓ captured == preview")
 
@@ -134,7 +135,7 @@ async def test_captured_mismatch_names_the_position(view):
     app = Host()
     async with app.run_test(size=SIZE) as pilot:
         inspector = app.query_one(Inspector)
-        inspector.show_captured(replace(view, captured=captured))
+        inspector.show_captured(PromptCheck.of(view, captured))
         await pilot.pause()
         assert inspector.verdict is False
         assert f"✗ differs at position 9: preview {view.ids[9]} vs captured 4242" in inspector.rendered_lines()[1]

@@ -11,23 +11,21 @@ import backends.hardware.dtype as dtype_module
 import backends.hardware.free_memory as free_memory
 import backends.hardware.placement as placement_module
 import backends.memory.verdicts as verdicts
-
-from backends.checkpoint.locate import locate
-from backends.hardware.devices import describe_device
-from backends.hardware.dtype import resolve_dtype
-from backends.hardware.placement import parse_max_memory, placement
-from backends.loading.transformers_loader import load
 from backends.checkpoint.headers import gguf_config, read_gguf
-from backends.hardware.devices import model_devices
+from backends.checkpoint.locate import locate
+from backends.core.errors import ModelLoadError, UsageError
+from backends.core.spec import ModelSpec
+from backends.hardware.devices import describe_device, model_devices
+from backends.hardware.dtype import resolve_dtype
+from backends.hardware.free_memory import DeviceMemory
+from backends.hardware.placement import parse_max_memory, placement
 from backends.hardware.release import is_out_of_memory
+from backends.loading.preflight import memory_verdict as check_before_load
+from backends.loading.transformers_loader import load
 from backends.memory.kv import cache_nbytes, kv_bytes_per_token, kv_cache_bytes
 from backends.memory.turn import check_turn, context_projection, kv_bytes_per_token_of
-from backends.loading.preflight import memory_verdict as check_before_load
 from backends.memory.verdicts import MEMORY_CHECK_ENV, WARN_FRACTION
 from backends.memory.weights import estimate_parameters, estimate_weights
-from backends.core.errors import ModelLoadError, UsageError
-from backends.hardware.free_memory import DeviceMemory
-from backends.core.spec import ModelSpec
 
 MiB = 2**20
 GiB = 2**30

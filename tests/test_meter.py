@@ -6,9 +6,11 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.message import Message
 
-from backends.hardware.sampling import GpuSample, Sample
 from backends.hardware.history import TurnMemory
-from tui.screens.memory import MemoryPlot, MemoryScreen, Series, build_series, plot_lines
+from backends.hardware.sampling import GpuSample, Sample
+from backends.profile.measure import ProfileRow
+from tui.screens.memory import MemoryPlot, MemoryScreen, build_series
+from tui.widgets.plot import Series, plot_lines
 from tui.widgets.meter import Meter
 
 pytestmark = pytest.mark.anyio
@@ -165,7 +167,8 @@ async def test_pause_and_resume():
 # -- the memory screen -------------------------------------------------------------------------
 
 TURNS = [TurnMemory(i, 200 + 300 * i, 500 * MiB + i * 3 * MiB, None, None) for i in range(6)]
-ROWS = [{"context_tokens": c, "peak_bytes": 480 * MiB + c * 4000, "kv_bytes": c * 2300} for c in (256, 512, 1024, 2048)]
+ROWS = [ProfileRow(context_tokens=c, decode_tokens=2, peak_bytes=480 * MiB + c * 4000, kv_bytes=c * 2300)
+        for c in (256, 512, 1024, 2048)]
 
 
 def test_plot_places_points_on_axes():

@@ -24,9 +24,9 @@ def native_dir(request, demo_dir, tmp_path_factory):
 
 
 def test_streams_with_preview_equal_to_captured(native_dir):
+    from backends.core.spec import ModelSpec
     from backends.generation.open import open_model
     from backends.prompt.families.detect import detect_family
-    from backends.core.spec import ModelSpec
     from backends.prompt.family_for import open_family
 
     kind, path = native_dir
@@ -39,7 +39,7 @@ def test_streams_with_preview_equal_to_captured(native_dir):
     done = events[-1]
     assert isinstance(done, DoneEvent) and done.stop_reason in ("eos", "length")
     assert done.captured_ids == preview.ids
-    assert generation.view.verified is True
+    assert generation.done.captured_ids == generation.view.ids
     assert "".join(e.text for e in events if isinstance(e, TokenEvent)) == done.text
     # every message is marked in the view, and special tokens are flagged
     assert {s.index for s in preview.spans if s.index >= 0} == {0, 1, 2, 3}
@@ -69,8 +69,8 @@ def test_streams_through_the_app_with_the_check_mark(native_dir):
 
     from app_helpers import send, wait_for, wait_loaded
 
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
     from tui.app import LlmTuiApp
     from tui.settings import AppSettings
 
@@ -81,14 +81,14 @@ def test_streams_through_the_app_with_the_check_mark(native_dir):
         app = LlmTuiApp(AppSettings(), handles={0: handle})
         async with app.run_test(size=(120, 36)) as pilot:
             await wait_loaded(pilot, app)
-            app.params = app.params.with_value("temperature", "0").with_value("max_new_tokens", "8")
+            app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "8")
             await send(pilot, app, "Hello 你好 👋")
-            done = app.timings[-1].done
+            done = app.turns.timings[-1].done
             assert done.stop_reason in ("eos", "length")
             await wait_for(pilot, lambda: app.inspector.verdict is not None)
             assert app.inspector.verdict is True
             assert app.inspector.view.family == kind
-            assert done.captured_ids == app.inspector.view.captured
+            assert done.captured_ids == app.inspector.check.ids == app.inspector.view.ids
             # the status bar shows the KV cache of the context and how much more fits
             assert app.status.info.kv.startswith("KV ") and "more tok fit" in app.status.info.kv
 

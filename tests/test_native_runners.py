@@ -93,7 +93,10 @@ def _generation_config(**kw):
 
 # -- Qwen v1 chat_stream -----------------------------------------------------------------
 def test_qwen_chat_stream_reports_the_sampled_ids(qwen_parts):
-    from remote_standins.native_methods import QwenChatStreamStandin, QwenTokenizerAdapter
+    from remote_standins.native_methods import (
+        QwenChatStreamStandin,
+        QwenTokenizerAdapter,
+    )
 
     lm, family, _ = qwen_parts
     model = QwenChatStreamStandin(lm, _generation_config(chat_format="chatml", max_window_size=6144))
@@ -104,13 +107,16 @@ def test_qwen_chat_stream_reports_the_sampled_ids(qwen_parts):
     tokens, done = _collect(generation)
     assert done.error is None
     assert done.captured_ids == family.render(messages).ids == done.prompt_ids
-    assert generation.view.verified is True
+    assert generation.done.captured_ids == generation.view.ids
     assert [t.id for t in tokens] == _loop_ids(model, generation.view, GREEDY)
     assert done.stop_reason == "length" and done.stats.new_tokens == GREEDY.max_new_tokens
 
 
 def test_the_stop_token_the_method_never_reports_is_recovered(qwen_parts):
-    from remote_standins.native_methods import QwenChatStreamStandin, QwenTokenizerAdapter
+    from remote_standins.native_methods import (
+        QwenChatStreamStandin,
+        QwenTokenizerAdapter,
+    )
 
     lm, family, _ = qwen_parts
     im_end = family.tokenizer.im_end_id
@@ -123,7 +129,10 @@ def test_the_stop_token_the_method_never_reports_is_recovered(qwen_parts):
 
 # -- ChatGLM3 stream_chat ---------------------------------------------------------------------
 def test_chatglm_stream_chat_reuses_its_cache_and_the_preview_says_so(chatglm_parts):
-    from remote_standins.native_methods import ChatGLMStreamChatStandin, ChatGLMTokenizerAdapter
+    from remote_standins.native_methods import (
+        ChatGLMStreamChatStandin,
+        ChatGLMTokenizerAdapter,
+    )
 
     lm, family = chatglm_parts
     model = ChatGLMStreamChatStandin(lm, _generation_config(), end_after=5, end_token=family.command("<|user|>"))
@@ -141,7 +150,7 @@ def test_chatglm_stream_chat_reuses_its_cache_and_the_preview_says_so(chatglm_pa
     gen2 = handle.stream(second, GREEDY)
     _, done2 = _collect(gen2)
     assert gen2.view.mode == "incremental"
-    assert done2.captured_ids == preview.ids and gen2.view.verified is True
+    assert done2.captured_ids == preview.ids and gen2.done.captured_ids == gen2.view.ids
     # the cache handed back holds turn one: its prompt and reply, less the stop token never fed back
     assert model.seen_past == [0, len(done1.prompt_ids) + done1.stats.new_tokens - 1]
 
@@ -150,9 +159,11 @@ def test_chatglm_stream_chat_reuses_its_cache_and_the_preview_says_so(chatglm_pa
 
 
 def test_a_method_needing_removed_transformers_internals_is_refused_in_one_line(chatglm_parts):
-    from remote_standins.native_methods import ChatGLMTokenizerAdapter, StreamChatNeedsOldTransformers
-
     import torch
+    from remote_standins.native_methods import (
+        ChatGLMTokenizerAdapter,
+        StreamChatNeedsOldTransformers,
+    )
 
     from backends.generation.runners.native import NativeRunner
 
@@ -167,7 +178,10 @@ def test_a_method_needing_removed_transformers_internals_is_refused_in_one_line(
 
 # -- Baichuan2 chat(stream=True) ---------------------------------------------------------------
 def test_baichuan_chat_stream_gives_exact_ids_and_stops_between_tokens(baichuan_parts):
-    from remote_standins.native_methods import BaichuanChatStandin, BaichuanTokenizerAdapter
+    from remote_standins.native_methods import (
+        BaichuanChatStandin,
+        BaichuanTokenizerAdapter,
+    )
 
     lm, family = baichuan_parts
     model = BaichuanChatStandin(lm, _generation_config(eos_token_id=2, max_new_tokens=2048))
@@ -196,7 +210,10 @@ def test_baichuan_chat_stream_gives_exact_ids_and_stops_between_tokens(baichuan_
 
 
 def test_a_failing_generate_thread_is_one_line_not_a_hang(baichuan_parts):
-    from remote_standins.native_methods import BaichuanChatStandin, BaichuanTokenizerAdapter
+    from remote_standins.native_methods import (
+        BaichuanChatStandin,
+        BaichuanTokenizerAdapter,
+    )
 
     lm, family = baichuan_parts
     model = BaichuanChatStandin(lm, _generation_config(eos_token_id=2, max_new_tokens=2048))

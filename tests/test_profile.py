@@ -7,11 +7,20 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.profile.export import write_csv
-from backends.profile.lengths import check_lengths, context_limit, default_lengths, parse_lengths, synthetic_ids
-from backends.profile.measure import profile_rows
-from tui.profile_text import format_table, plot, run_profile_command
 from backends.core.errors import UsageError
+from backends.profile.export import write_csv
+from backends.profile.lengths import (
+    check_lengths,
+    context_limit,
+    default_lengths,
+    parse_lengths,
+    synthetic_ids,
+)
+from backends.profile.measure import profile_rows
+from backends.core.units import format_bytes
+from backends.profile.measure import ProfileRow
+from tui.profile_command import profile_plot, run_profile_command
+from tui.widgets.profile_table import profile_table
 
 
 def test_parse_lengths():
@@ -46,11 +55,11 @@ class _Borrowed:
 
 def test_profile_command_on_the_default_model_writes_a_linear_kv_column(demo_handle, tmp_path, capsys,
                                                                         monkeypatch):
-    import tui.profile_text
+    import tui.profile_command
     from tui.cli import main
 
     borrowed = _Borrowed(demo_handle)
-    monkeypatch.setattr(tui.profile_text, "open_model", lambda spec, progress=None: borrowed)
+    monkeypatch.setattr(tui.profile_command, "open_model", lambda spec, progress=None: borrowed)
     target = tmp_path / "csv"
     code = main(["profile", "--lengths", "64,128,256", "--decode-tokens", "2", "--csv", str(target)])
     assert code == 0
@@ -73,17 +82,17 @@ def test_profile_command_on_the_default_model_writes_a_linear_kv_column(demo_han
 
 def test_profile_rows_for_the_memory_screen(tiny_handle):
     rows = profile_rows(tiny_handle, [16, 48], decode_tokens=3)
-    assert [r["context_tokens"] for r in rows] == [16, 48]
+    assert [r.context_tokens for r in rows] == [16, 48]
     per_token = 2 * 2 * 16 * 2 * 4  # 2 layers x 2 KV heads x head_dim 16 (64 / 4 heads) x K and V x fp32
-    assert [r["kv_bytes"] for r in rows] == [16 * per_token, 48 * per_token]
-    assert all(r["kv_bytes_per_token"] == per_token and r["memory_kind"] == "rss" for r in rows)
-    assert all(r["decode_tokens"] == 3 and r["decode_tok_s"] > 0 for r in rows)
+    assert [r.kv_bytes for r in rows] == [16 * per_token, 48 * per_token]
+    assert all(r.kv_bytes_per_token == per_token and r.memory_kind == "rss" for r in rows)
+    assert all(r.decode_tokens == 3 and r.decode_tok_s > 0 for r in rows)
 
 
 def test_lengths_past_the_context_are_refused_before_loading(tiny_model_dir, monkeypatch):
-    import tui.profile_text
+    import tui.profile_command
 
-    monkeypatch.setattr(tui.profile_text, "open_model", lambda *a, **k: pytest.fail("model was loaded"))
+    monkeypatch.setattr(tui.profile_command, "open_model", lambda *a, **k: pytest.fail("model was loaded"))
     from backends.core.spec import ModelSpec
 
     args = SimpleNamespace(lengths="4096,9000", decode_tokens=32, csv=None)
@@ -112,26 +121,29 @@ def test_out_of_memory_at_a_length_ends_the_run_with_what_was_measured(tiny_hand
 
     handle = SimpleNamespace(model=RunsOut(tiny_handle.model), tokenizer=tiny_handle.tokenizer)
     rows = profile_rows(handle, [16, 64, 128], decode_tokens=1)
-    assert [r["context_tokens"] for r in rows] == [16, 64]
-    assert rows[-1]["error"] == "out of memory" and "kv_bytes" in rows[0]
-    assert "out of memory" in format_table(rows)
+    assert [r.context_tokens for r in rows] == [16, 64]
+    assert rows[-1].error == "out of memory" and rows[0].kv_bytes is not None and rows[-1].kv_bytes is None
+    assert "out of memory" in "\n".join(profile_table(rows, None, wide=True))
 
 
 def test_table_plot_and_csv_from_rows(tmp_path):
     rows = [
-        {"context_tokens": c, "peak_bytes": 600 * 2**20 + c * 90_000, "base_bytes": 600 * 2**20,
-         "kv_bytes": c * 46080, "kv_bytes_per_token": 46080.0, "kv_estimate_bytes": c * 46080, "prefill_s": 0.1,
-         "prefill_tok_s": c / 0.1, "decode_tokens": 8, "decode_tok_s": 12.5, "memory_kind": "rss"}
+        ProfileRow(context_tokens=c, decode_tokens=8, peak_bytes=600 * 2**20 + c * 90_000, base_bytes=600 * 2**20,
+                   kv_bytes=c * 46080, kv_bytes_per_token=46080.0, kv_estimate_bytes=c * 46080, prefill_s=0.1,
+                   prefill_tok_s=c / 0.1, decode_tok_s=12.5, memory_kind="rss")
         for c in (256, 512, 1024, 2048)
     ]
-    table = format_table(rows)
-    assert table.splitlines()[0].split()[0] == "context" and "2,048" in table and "90.0 MiB" in table
-    chart = plot(rows, width=40, height=8)
+    table = "\n".join(profile_table(rows, None, wide=True))
+    over_base = format_bytes(2048 * 90_000)  # the peak above the base at the longest context
+    assert table.splitlines()[0].split()[0] == "context" and "2,048" in table and over_base in table
+    chart = profile_plot(rows, width=40, height=8)
     lines = chart.splitlines()
-    assert len(lines) == 1 + 8 + 2
-    assert lines[1].rstrip().endswith("*")  # the largest value sits on the top line, at the right edge
-    assert "+" in lines[8] and "256" in lines[-1] and "2,048 tokens" in lines[-1]
-    path = write_csv(rows + [{"context_tokens": 4096, "error": "out of memory"}], tmp_path / "a" / "p.csv")
+    assert lines[0] == "memory vs context (◆ peak above base   ◇ KV cache)"
+    assert len(lines) == 1 + 8
+    assert lines[1].rstrip().endswith("◆")  # the largest value sits on the top line, at the right edge
+    assert lines[-1].split() == ["0", "1,024", "2,048"]  # the x axis: context tokens
+    path = write_csv(rows + [ProfileRow(context_tokens=4096, decode_tokens=8, error="out of memory")],
+                     tmp_path / "a" / "p.csv")
     text = path.read_text().splitlines()
     assert text[0].startswith("context_tokens,peak_bytes,base_bytes,kv_bytes") and text[0].endswith(",error")
     assert text[-1].startswith("4096,") and text[-1].endswith("out of memory")
@@ -151,8 +163,8 @@ def test_a_stop_event_ends_the_run_with_the_rows_measured_so_far(tiny_handle):
         stop.set()  # as if Esc was pressed while the first length was measured
 
     rows = profile_rows(tiny_handle, [16, 32, 48], decode_tokens=2, stop_event=stop, on_row=first_row)
-    assert [r["context_tokens"] for r in rows] == [16] and rows == seen  # no error, no exception
-    assert rows[0]["decode_tokens"] == 2 and rows[0]["kv_bytes"] == 16 * 512
+    assert [r.context_tokens for r in rows] == [16] and rows == seen  # no error, no exception
+    assert rows[0].decode_tokens == 2 and rows[0].kv_bytes == 16 * 512
     assert profile_rows(tiny_handle, [16], decode_tokens=2, stop_event=stop) == []  # already set
 
 
@@ -176,8 +188,8 @@ def test_a_stop_between_decode_steps_keeps_the_steps_decoded(tiny_handle):
         rows = profile_rows(tiny_handle, [16, 32], decode_tokens=50, stop_event=stop, progress=progress)
     finally:
         hook.remove()
-    assert [r["context_tokens"] for r in rows] == [16]
-    assert rows[0]["decode_tokens"] == 3 and rows[0]["decode_tok_s"] > 0
+    assert [r.context_tokens for r in rows] == [16]
+    assert rows[0].decode_tokens == 3 and rows[0].decode_tok_s > 0
 
 
 def test_default_lengths_double_up_to_2048_within_the_context(tiny_handle):

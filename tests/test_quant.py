@@ -12,10 +12,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from backends.loading import quant
-from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
 from backends.checkpoint.locate import Located
+from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
 from backends.core.spec import ModelSpec
+from backends.loading import quant
 
 ROOT = Path(__file__).resolve().parent.parent
 PARIS = [{"role": "user", "content": "What is the capital of France?"}]
@@ -146,11 +146,11 @@ def test_default_model_quantized_answers_paris(mode, demo_dir, caplog):
     reason = _bnb_ready()
     if reason:
         pytest.skip(reason)
-    from backends.generation.open import open_model
     from backends.checkpoint.locate import locate
+    from backends.core.params import SamplingParams
+    from backends.generation.open import open_model
     from backends.loading.preflight import memory_verdict as check_before_load
     from backends.memory.weights import estimate_weights
-    from backends.core.params import SamplingParams
 
     spec = ModelSpec(quant=mode)
     handle = open_model(spec)

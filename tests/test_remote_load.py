@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from backends.core.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused
 from backends.checkpoint.locate import Located
+from backends.core.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused
 from backends.core.spec import ModelSpec
 
 

@@ -16,12 +16,17 @@ from pathlib import Path
 
 import pytest
 
-from backends.loading import quant
-from backends.core.errors import MissingPackageError, ModelLoadError, RemoteCodeRefused, UsageError
-from backends.core.events import DoneEvent, TokenEvent
 from backends.checkpoint.locate import Located
+from backends.core.errors import (
+    MissingPackageError,
+    ModelLoadError,
+    RemoteCodeRefused,
+    UsageError,
+)
+from backends.core.events import DoneEvent, TokenEvent
 from backends.core.params import SamplingParams
 from backends.core.spec import QUANT_CHOICES, ModelSpec
+from backends.loading import quant
 
 ROOT = Path(__file__).resolve().parent.parent
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
@@ -99,8 +104,8 @@ def test_the_method_and_what_it_imports_are_read_from_the_files(quant_dir, plain
 def test_own_quantize_runs_shrinks_the_weights_and_the_model_answers(quant_dir, wanted, bits):
     import torch
 
-    from backends.loading.remote.ownquant import weights_bytes
     from backends.generation.runners.loop import LoopRunner
+    from backends.loading.remote.ownquant import weights_bytes
 
     full, _ = _open(quant_dir)
     handle, lines = _open(quant_dir, quant=wanted)
@@ -215,8 +220,8 @@ def _with_cpm_kernels(src: Path, dst: Path) -> Path:
 def test_cpm_kernels_mean_a_gpu_for_int4_only(quant_dir, tmp_path):
     import torch
 
-    from backends.generation.open import open_model
     from backends.checkpoint.own_quantize import find_own_quantize
+    from backends.generation.open import open_model
     from backends.loading.quant import require_own_quantize as require
 
     folder = _with_cpm_kernels(quant_dir, tmp_path / "kernels")
@@ -291,9 +296,9 @@ def test_a_quantized_model_that_does_not_run_fails_at_load(quant_dir, tmp_path):
 
 
 def test_the_memory_estimate_counts_the_own_quantization(quant_dir):
+    from backends.checkpoint.own_quantize import find_own_quantize
     from backends.loading.preflight import memory_verdict as check_before_load
     from backends.memory.weights import estimate_weights
-    from backends.checkpoint.own_quantize import find_own_quantize
 
     assert find_own_quantize(quant_dir) is not None
     located = Located(quant_dir)

@@ -14,12 +14,12 @@ import time
 import pytest
 from app_helpers import one_torch_thread, snap_model_dir, wait_for  # noqa: F401
 
+from backends.checkpoint.consent import CodeFile
 from backends.core.paths import data_dir
-from backends.storage.store import Store
 from backends.hardware.sampling import Sample
+from backends.storage.store import Store
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
-from tui.worker import CodeFile
 
 SIZES = [(80, 24), (160, 48)]
 REPLY = """Use slicing or `reversed()`:
@@ -38,8 +38,8 @@ FIXED_TIME = 1767225600.0  # 2026-01-01 00:00 UTC
 
 @pytest.fixture(scope="module")
 def snap_handle(snap_model_dir):
-    from backends.generation.open import open_model
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     return open_model(ModelSpec(source=str(snap_model_dir)))
 
@@ -151,15 +151,16 @@ def test_zoomed_inspector_when_narrow(snap_compare, snap_handle, saved_chats):
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_memory_screen_with_a_profile(snap_compare, snap_handle, saved_chats, size):
     from backends.hardware.history import TurnMemory
+    from backends.profile.measure import ProfileRow
     from tui.screens.memory import MemoryScreen
 
     mib = 2**20
     turns = [TurnMemory(i + 1, 180 + 420 * i, 540 * mib + i * 3 * mib, None, None) for i in range(4)]
-    rows = [{"context_tokens": c, "decode_tokens": 16, "peak_bytes": 560 * mib + c * 9_000,
-             "base_bytes": 540 * mib, "kv_bytes": c * 46_080, "kv_bytes_per_token": 46_080.0,
-             "kv_estimate_bytes": c * 46_080, "prefill_s": c / 2_000, "prefill_tok_s": 2_000.0 - c / 4,
-             "decode_tok_s": 48.0 - c / 256, "memory_kind": "rss"} for c in (256, 512, 1024, 2048)]
-    rows.append({"context_tokens": 4096, "decode_tokens": 16, "error": "out of memory"})
+    rows = [ProfileRow(context_tokens=c, decode_tokens=16, peak_bytes=560 * mib + c * 9_000, base_bytes=540 * mib,
+                       kv_bytes=c * 46_080, kv_bytes_per_token=46_080.0, kv_estimate_bytes=c * 46_080,
+                       prefill_s=c / 2_000, prefill_tok_s=2_000.0 - c / 4, decode_tok_s=48.0 - c / 256,
+                       memory_kind="rss") for c in (256, 512, 1024, 2048)]
+    rows.append(ProfileRow(context_tokens=4096, decode_tokens=16, error="out of memory"))
     note = "out of memory at 4,096 tokens of context (the 4 rows before it are complete)"
 
     async def run_before(pilot):
@@ -173,12 +174,12 @@ def test_memory_screen_with_a_profile(snap_compare, snap_handle, saved_chats, si
 @pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
 def test_fit_screen(snap_compare, snap_model_dir, saved_chats, monkeypatch, size):
     """The question asked when a turn would not fit: a real plan for the tiny model under a --max-memory cap."""
-    from backends.generation.open import open_model
-    from backends.memory.turn import turn_needs
-    from backends.memory.weights import weights_on
     from backends.core.params import SamplingParams
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
     from backends.memory.fit import plan_turn
+    from backends.memory.turn import turn_needs
+    from backends.memory.weights import weights_on
     from tui.screens.fit import FitScreen
 
     monkeypatch.setenv("LLM_TUI_MEMORY_CHECK", "warn")  # the load check budgets a 2k context

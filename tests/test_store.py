@@ -14,8 +14,8 @@ import pytest
 from backends.core.errors import LlmTuiError, UsageError
 from backends.core.events import Stats
 from backends.core.params import SamplingParams
-from backends.storage.store import DB_NAME, STATUSES, Store
 from backends.storage.migrations import SCHEMA_VERSION, migrate
+from backends.storage.store import DB_NAME, STATUSES, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-
-from backends.hardware.sampling import GpuSample, Sample, Sampler
-from backends.hardware.history import History, MemoryLog, TurnMemory
 from backends.core.units import format_bytes, format_change
+from backends.hardware.history import History, MemoryLog, TurnMemory
+from backends.hardware.sampling import GpuSample, Sample, Sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,20 +8,13 @@ import pytest
 from rich.cells import cell_len
 from rich.text import Text
 
+from backends.prompt.check import PromptCheck
 from backends.prompt.view import Dropped, PromptView
+from tui.widgets.palette import DEFAULT_PALETTE
+from tui.widgets.prompt_header import context_line, header_lines, verdict_line
 from tui.widgets.sparkline import bar, sparkline
-from tui.widgets.token_render import (
-    DEFAULT_PALETTE,
-    MODES,
-    Layout,
-    context_line,
-    header_lines,
-    mark_whitespace,
-    merge_byte_markers,
-    printable,
-    render_lines,
-    verdict_line,
-)
+from tui.widgets.token_layout import MODES, Layout, render_lines
+from tui.widgets.visible import mark_whitespace, merge_byte_markers, printable
 
 HOSTILE = "Hi there\n\tok [bold]x[/bold] \x1b]52;c;SGVsbG8=\x07 你好 \u202eabc"
 
@@ -211,22 +204,35 @@ def test_dropped_messages_are_counted_and_greyed(view):
 
 
 def test_verdict_match_and_mismatch(view):
-    same = replace(view, captured=list(view.ids))
+    same = PromptCheck.of(view, list(view.ids))
     assert verdict_line(same).plain == f"✓ captured == preview ({len(view.ids)} tokens)"
     changed = list(view.ids)
     changed[7] = 12345
-    differs = replace(view, captured=changed)
+    differs = PromptCheck.of(view, changed)
     assert verdict_line(differs).plain == f"✗ differs at position 7: preview {view.ids[7]} vs captured 12345"
-    shorter = replace(view, captured=view.ids[:-2])
+    shorter = PromptCheck.of(view, view.ids[:-2])
     text = verdict_line(shorter).plain
     assert text.startswith(f"✗ differs at position {len(view.ids) - 2}: preview {view.ids[-2]} vs captured (end)")
-    assert verdict_line(view) is None
+    assert (same.verified, differs.verified, shorter.verified) == (True, False, False)
+
+
+def test_a_check_never_claims_more_than_it_could_see(view):
+    """A count is a weaker check than the IDs, and no figure at all is no check."""
+    counted = PromptCheck.of(view, None, prompt_tokens=len(view.ids))
+    assert counted.level == "count" and counted.verified is True and counted.mismatch is None
+    assert verdict_line(counted).plain.startswith(f"✓ count verified: the engine read {len(view.ids)} prompt tokens")
+    short = PromptCheck.of(view, None, prompt_tokens=len(view.ids) - 1)
+    assert short.verified is False and verdict_line(short).plain.startswith("✗ the engine read")
+    nothing = PromptCheck.of(view, None)
+    assert nothing.level == "none" and nothing.verified is None
+    assert "✓" not in verdict_line(nothing).plain and "not verifiable" in verdict_line(nothing).plain
+    assert PromptCheck.of(view, list(view.ids), level="count").level == "none"  # a cap, never a promotion
 
 
 def test_mismatch_token_is_marked(view):
     changed = list(view.ids)
     changed[3] = 1
-    lines = render_lines(replace(view, captured=changed), "pieces", 100)
+    lines = render_lines(view, "pieces", 100, check=PromptCheck.of(view, changed))
     marked = [(line, span) for line in lines for span in line.spans if span.style == DEFAULT_PALETTE.mismatch]
     assert {line.plain[span.start:span.end] for line, span in marked} == {view.pieces[3], str(view.ids[3])}
 

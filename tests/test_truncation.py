@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import pytest
 
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
+from backends.hardware.free_memory import DeviceMemory
+from backends.memory.fit import plan_turn
+from backends.memory.turn import check_turn, prompt_budget, turn_devices, turn_needs
+from backends.memory.weights import weights_on
 from backends.prompt.families.baichuan import Baichuan2Family
 from backends.prompt.families.chatglm import ChatGLM3Family
 from backends.prompt.families.qwen import QwenFamily
-from backends.hardware.free_memory import DeviceMemory
-from backends.memory.turn import check_turn, prompt_budget, turn_devices, turn_needs
-from backends.memory.weights import weights_on
-from backends.core.params import SamplingParams
-from backends.core.spec import ModelSpec
 from backends.prompt.family_for import open_family
-from backends.memory.fit import plan_turn
 from backends.prompt.truncation import render_within
 
 try:
     from fixtures_families import make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir
 except ImportError:  # tests collected as a package
-    from tests.fixtures_families import make_baichuan2_dir, make_chatglm3_dir, make_qwen_dir
+    from tests.fixtures_families import (
+        make_baichuan2_dir,
+        make_chatglm3_dir,
+        make_qwen_dir,
+    )
 
 
 def conversation(rounds: int, *, system: str | None = "Be brief.", words: int = 20) -> list[dict]:
@@ -142,7 +146,7 @@ def test_a_budget_travels_to_the_model(tiny_handle):
     view = generation.view
     assert len(view.ids) <= 120 and view.dropped
     assert done.stop_reason in ("eos", "length")
-    assert view.captured == view.ids  # the model received the truncated prompt
+    assert done.captured_ids == view.ids  # the model received the truncated prompt
     assert tiny_handle.render(messages, max_new_tokens=4, max_prompt_tokens=120).ids == view.ids
 
 

@@ -64,9 +64,9 @@ def test_unloading_the_default_model_returns_rss_to_baseline(demo_dir, tiny_mode
 
 
 def test_unload_drops_the_model_and_is_idempotent(tiny_model_dir):
-    from backends.generation.open import open_model
     from backends.core.params import SamplingParams
     from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_model_dir)))
     generation = handle.stream([{"role": "user", "content": "Hi"}], SamplingParams(temperature=0, max_new_tokens=2))

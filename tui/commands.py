@@ -1,12 +1,10 @@
-"""Slash commands typed in the input, their completion, and the command palette provider."""
+"""Slash commands typed in the input: the list, parsing, and Tab completion."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Callable, Iterable
-
-from textual.command import DiscoveryHit, Hit, Hits, Provider
+from typing import Iterable
 
 from backends.checkpoint.quantized import CHECKPOINT_METHODS
 from backends.core.errors import UsageError
@@ -147,32 +145,3 @@ def complete(text: str, *, models: Iterable[str] = (), themes: Iterable[str] = (
 
 def common_prefix(options: list[str]) -> str:
     return os.path.commonprefix(options) if options else ""
-
-
-# -- command palette -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PaletteCommand:
-    title: str
-    help: str
-    run: Callable[[], object]
-
-
-class AppCommands(Provider):
-    """The app's own actions in the command palette (Ctrl+P); the app lists them."""
-
-    def _commands(self) -> list[PaletteCommand]:
-        source = getattr(self.app, "palette_commands", None)
-        return list(source()) if source else []
-
-    async def discover(self) -> Hits:
-        for command in self._commands():
-            yield DiscoveryHit(command.title, command.run, help=command.help)
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for command in self._commands():
-            score = matcher.match(command.title)
-            if score > 0:
-                yield Hit(score, matcher.highlight(command.title), command.run, help=command.help)

@@ -22,8 +22,8 @@ from backends.memory.fit import plan_turn
 from backends.prompt.family_for import open_family
 from backends.prompt.truncation import render_within
 from backends.storage.catalog import list_models
-from tui.profile_text import run_profile_command
 
+from .profile_command import run_profile_command
 from .settings import LoadOptions, load_config, spec_for
 
 

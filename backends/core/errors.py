@@ -23,7 +23,6 @@ class UsageError(LlmTuiError):
 class ModelLoadError(LlmTuiError):
     """The model could not be found or loaded."""
 
-
 class MissingPackageError(LlmTuiError):
     """An optional package is needed for what was asked."""
 
@@ -36,6 +35,12 @@ class MissingPackageError(LlmTuiError):
 class RemoteCodeRefused(LlmTuiError):
     """A checkpoint ships Python files and the user has not allowed running them."""
 
-
 class GenerationError(LlmTuiError):
     """Generation failed part way (the partial reply is kept)."""
+
+def error_line(err: BaseException | None) -> str:
+    """One line for the user: our own errors' line, else the error's type and its first line."""
+    if isinstance(err, LlmTuiError):
+        return str(err)
+    text = str(err).strip().splitlines() if err is not None else []
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -34,14 +35,23 @@ class Stats:
 
 
 #: Why a turn ended.
-STOP_REASONS = ("eos", "length", "stopped", "error")
+StopReason = Literal["eos", "length", "stopped", "error"]
 
 
 @dataclass(frozen=True)
 class DoneEvent:
+    """The end of a turn, always the last event of a stream.
+
+    ``text`` is the whole reply: the ``text`` of every TokenEvent joined, then
+    ``tail`` (what the decoder still held back when the turn ended).
+    ``captured_ids`` are the IDs the model's first forward really received,
+    None when the engine cannot know them.
+    """
+
     stats: Stats
-    stop_reason: str
+    stop_reason: StopReason
     text: str
+    tail: str = ""
     prompt_ids: list[int] = field(default_factory=list)
     captured_ids: list[int] | None = None
     error: str | None = None  # one clear line when stop_reason == "error"

@@ -6,14 +6,13 @@ import threading
 from dataclasses import dataclass
 
 from backends.core.errors import LlmTuiError
-from backends.core.events import DoneEvent, Stats
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
 from backends.generation.runners.generate import GenerateRunner
 from backends.generation.sink import TurnSink
 from backends.generation.stream import Generation
 from backends.hardware.devices import input_device
-from backends.hardware.release import release_memory
+from backends.hardware.release import is_out_of_memory, release_memory
 from backends.prompt.families.base import PromptFamily
 from backends.prompt.truncation import render_within
 from backends.prompt.view import PromptView
@@ -76,32 +75,29 @@ class ModelHandle:
         params = (params or SamplingParams()).validate()
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
         generation = Generation(view, stop_event or threading.Event())
+        sink = TurnSink(generation.emit, self.family.decode, list(view.stop_ids) or list(self.family.stop_ids()),
+                        generation.stop_event, input_device(self.model), list(view.ids))
+        generation.follow_text(lambda: sink.text)
         self._current = generation
-        thread = threading.Thread(target=self._run, args=(generation, params),
+        thread = threading.Thread(target=self._run, args=(generation, sink, params),
                                   name="llm-tui-generate", daemon=True)
         generation.thread = thread
         thread.start()
         return generation
 
-    def _run(self, generation: Generation, params: SamplingParams) -> None:
+    def _run(self, generation: Generation, sink: TurnSink, params: SamplingParams) -> None:
         with self._lock:
             try:
-                self._generate(generation, params)
+                if params.seed is not None:
+                    import torch
+
+                    torch.manual_seed(params.seed)
+                sink.begin()
+                new_ids = self.runner.run(self.model, generation.view, params, sink)
+                done = sink.finish(new_ids)
             except BaseException as err:  # the thread must always end with a DoneEvent
-                generation._finish(_error_done(generation, err))
-
-    def _generate(self, generation: Generation, params: SamplingParams) -> None:
-        view = generation.view
-        stop_ids = list(view.stop_ids) or list(self.family.stop_ids())
-        sink = TurnSink(generation, self.family.decode, stop_ids, input_device(self.model))
-        if params.seed is not None:
-            import torch
-
-            torch.manual_seed(params.seed)
-        sink.begin()
-        new_ids = self.runner.run(self.model, view, params, sink)
-        generation.view.captured = list(sink.captured)
-        generation._finish(sink.finish(new_ids))
+                done = sink.failed(error_line(err))
+            generation.finish(done)
 
     def unload(self) -> None:
         """Drop the weights and give their memory back."""
@@ -120,15 +116,12 @@ class ModelHandle:
         release_memory()
 
 
-def _error_done(generation: Generation, err: BaseException) -> DoneEvent:
+def error_line(err: BaseException) -> str:
+    """One line for the user about an error that ended a turn."""
     if isinstance(err, LlmTuiError):
-        line = str(err)
-    elif "out of memory" in str(err).lower() or type(err).__name__ == "OutOfMemoryError":
-
+        return str(err)
+    if is_out_of_memory(err):
         release_memory(err)  # frees the KV cache still held by the traceback's frames
-        line = "out of memory during generation — try a shorter conversation (/clear), --quant nf4, or another device"
-    else:
-        text = str(err).strip().splitlines()
-        line = f"generation failed: {type(err).__name__}: {text[0] if text else ''}"
-    return DoneEvent(stats=Stats(prompt_tokens=len(generation.view.ids)), stop_reason="error", text="",
-                     prompt_ids=list(generation.view.ids), captured_ids=None, error=line)
+        return "out of memory during generation — try a shorter conversation (/clear), --quant nf4, or another device"
+    text = str(err).strip().splitlines()
+    return f"generation failed: {type(err).__name__}: {text[0] if text else ''}"

@@ -13,7 +13,11 @@ _END = object()
 
 
 class Generation:
-    """A running turn. Iterate it for events; ``stop()`` ends it between two tokens."""
+    """A running turn. Iterate it (or ``drain`` it) for events; ``stop()`` ends it between two tokens.
+
+    The generation thread calls ``emit`` for each event and ``finish`` once;
+    any thread may read ``text``, the reply so far.
+    """
 
     def __init__(self, view: PromptView, stop_event: threading.Event) -> None:
         self.view = view
@@ -21,17 +25,31 @@ class Generation:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self.thread: threading.Thread | None = None
         self.done: DoneEvent | None = None
+        self._text_so_far = lambda: ""
 
     def stop(self) -> None:
         self.stop_event.set()
 
-    def _emit(self, event: Event) -> None:
+    # -- the producer side (the generation thread) ------------------------------------------------
+
+    def emit(self, event: Event) -> None:
         self._queue.put(event)
 
-    def _finish(self, done: DoneEvent) -> None:
+    def follow_text(self, text_so_far) -> None:
+        """Where ``text`` comes from: the one accumulator of the reply (the turn's decoder)."""
+        self._text_so_far = text_so_far
+
+    def finish(self, done: DoneEvent) -> None:
         self.done = done
         self._queue.put(done)
         self._queue.put(_END)
+
+    # -- the consumer side -------------------------------------------------------------------------
+
+    @property
+    def text(self) -> str:
+        """The reply so far (complete characters only)."""
+        return self.done.text if self.done is not None else self._text_so_far()
 
     def __iter__(self) -> Iterator[Event]:
         while True:

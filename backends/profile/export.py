@@ -6,14 +6,12 @@ import csv
 from pathlib import Path
 
 from backends.core.errors import UsageError
-from backends.profile.measure import COLUMNS
-
-# -- output ---------------------------------------------------------------------------
+from backends.profile.measure import COLUMNS, ProfileRow
 
 
-def write_csv(rows: list[dict], path: str | Path) -> Path:
+def write_csv(rows: list[ProfileRow], path: str | Path) -> Path:
     path = Path(path).expanduser()
-    columns = list(COLUMNS) + (["error"] if any(r.get("error") for r in rows) else [])
+    columns = list(COLUMNS) + (["error"] if any(r.error for r in rows) else [])
     try:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -21,7 +19,7 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
             writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
             writer.writeheader()
             for row in rows:
-                writer.writerow({k: _csv_value(row.get(k)) for k in columns})
+                writer.writerow({k: _csv_value(getattr(row, k)) for k in columns})
     except OSError as err:
         raise UsageError(f"cannot write the CSV file '{path}': {err.strerror or err}",
                          "give a --csv path in a folder you can write to") from None

@@ -9,6 +9,7 @@ import inspect
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from backends.core.errors import LlmTuiError, ModelLoadError
@@ -18,6 +19,30 @@ from backends.hardware.release import is_out_of_memory, release_memory
 from backends.memory.kv import cache_nbytes, kv_cache_bytes, model_kv_dtype
 from backends.profile.lengths import synthetic_ids
 
+
+@dataclass(frozen=True)
+class ProfileRow:
+    """One context length of a profile. A row that ran out of memory has only
+    ``context_tokens``, ``decode_tokens`` and ``error``."""
+
+    context_tokens: int
+    decode_tokens: int
+    peak_bytes: int | None = None  # the peak during prefill and decode (CUDA allocator, or process RSS)
+    base_bytes: int | None = None  # the same figure just before the prefill
+    kv_bytes: int | None = None  # the KV cache as measured on the real cache
+    kv_bytes_per_token: float | None = None
+    kv_estimate_bytes: int | None = None  # from the config alone (None when it cannot be told)
+    prefill_s: float | None = None
+    prefill_tok_s: float | None = None
+    decode_tok_s: float | None = None
+    memory_kind: str = ""
+    error: str | None = None
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+#: The CSV columns, in order (``error`` is added when a row has one).
 COLUMNS = ("context_tokens", "peak_bytes", "base_bytes", "kv_bytes", "kv_bytes_per_token", "kv_estimate_bytes",
            "prefill_s", "prefill_tok_s", "decode_tokens", "decode_tok_s", "memory_kind")
 
@@ -46,7 +71,7 @@ def _sync(devices) -> None:
 
 def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
                  progress: Progress | None = None, stop_event: threading.Event | None = None,
-                 on_row: Callable[[dict], None] | None = None) -> list[dict]:
+                 on_row: Callable[[ProfileRow], None] | None = None) -> list[ProfileRow]:
     """One row per context length: peak memory, measured and estimated KV bytes, prefill and decode speed.
 
     ``handle`` is a ModelHandle (or anything with ``.model`` and ``.tokenizer``).
@@ -57,7 +82,6 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
     ``decode_tokens``). ``on_row(row)`` is called with each row as it is measured.
     """
     import torch
-
 
     model = getattr(handle, "model", handle)
     if model is None:
@@ -70,7 +94,7 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
     extra = _forward_kwargs(model)
     kv_dtype = model_kv_dtype(model)
     lock = getattr(handle, "_lock", None) or nullcontext()
-    rows: list[dict] = []
+    rows: list[ProfileRow] = []
 
     def stopped() -> bool:
         return stop_event is not None and stop_event.is_set()
@@ -84,10 +108,10 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
             if progress:
                 progress(f"profiling {length} tokens", number / len(lengths))
             ids = torch.tensor([synthetic_ids(tokenizer, length, vocab)], dtype=torch.long, device=device)
-            row: dict = {"context_tokens": length, "decode_tokens": decode_tokens}
+            row = ProfileRow(context_tokens=length, decode_tokens=decode_tokens)
             failed = False
             try:
-                row.update(_measure(model, ids, decode_tokens, devices, extra, stop_event))
+                row = _measure(model, ids, decode_tokens, devices, extra, stop_event)
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
@@ -95,15 +119,15 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
             del ids
             if failed:
                 release_memory()
-                row["error"] = "out of memory"
+                row = replace(row, error="out of memory")
                 rows.append(row)
                 if on_row:
                     on_row(row)
                 break
             try:
-                row["kv_estimate_bytes"] = kv_cache_bytes(config, length, kv_dtype)
+                row = replace(row, kv_estimate_bytes=kv_cache_bytes(config, length, kv_dtype))
             except (ValueError, AttributeError, TypeError):
-                row["kv_estimate_bytes"] = None
+                pass
             rows.append(row)
             release_memory()
             if on_row:
@@ -118,7 +142,6 @@ def _warm_up(model, tokenizer, vocab, device, extra: dict) -> None:
     initialisation happens here, not inside the first measured row."""
     import torch
 
-
     ids = torch.tensor([synthetic_ids(tokenizer, 8, vocab)], dtype=torch.long, device=device)
     with torch.inference_mode():
         out = model(input_ids=ids, use_cache=True, **extra)
@@ -129,9 +152,8 @@ def _warm_up(model, tokenizer, vocab, device, extra: dict) -> None:
 
 
 def _measure(model, ids, decode_tokens: int, devices, extra: dict,
-             stop_event: threading.Event | None = None) -> dict:
+             stop_event: threading.Event | None = None) -> ProfileRow:
     import torch
-
 
     length = ids.shape[1]
     with torch.inference_mode(), PeakMemory(devices) as peak:
@@ -159,18 +181,19 @@ def _measure(model, ids, decode_tokens: int, devices, extra: dict,
             _sync(devices)
             decode_s = time.perf_counter() - start
         del cache, token
-    return {
-        "peak_bytes": int(peak.peak),
-        "base_bytes": int(peak.base),
-        "kv_bytes": int(kv),
-        "kv_bytes_per_token": kv / length if length else 0.0,
-        "prefill_s": prefill_s,
-        "prefill_tok_s": length / prefill_s if prefill_s > 0 else None,
-        "decode_tokens": decoded,
-        "decode_tok_s": decoded / decode_s if decoded and decode_s > 0 else None,
-        "memory_kind": peak.kind,
-    }
+    return ProfileRow(
+        context_tokens=length,
+        decode_tokens=decoded,
+        peak_bytes=int(peak.peak),
+        base_bytes=int(peak.base),
+        kv_bytes=int(kv),
+        kv_bytes_per_token=kv / length if length else 0.0,
+        prefill_s=prefill_s,
+        prefill_tok_s=length / prefill_s if prefill_s > 0 else None,
+        decode_tok_s=decoded / decode_s if decoded and decode_s > 0 else None,
+        memory_kind=peak.kind,
+    )
 
 
-class _OutOfMemory(LlmTuiError):
+class ProfileOutOfMemory(LlmTuiError):
     """A profile that ran out of memory part way (exit code 1)."""

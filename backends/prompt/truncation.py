@@ -85,7 +85,7 @@ def _drop_oldest(family, messages: list[dict], budget: int, full: PromptView, kw
         if span.index >= 0:
             sizes[span.index] = sizes.get(span.index, 0) + span.end - span.start
     reason = f"{BUDGET_REASON} of {budget:,} tokens"
-    dropped = [Dropped(i, messages[i].get("role", ""), sizes.get(i, 0), reason=reason) for i in range(first, cut)]
+    dropped = [Dropped(i, messages[i].get("role", ""), sizes.get(i, 0), reason=reason, by="budget") for i in range(first, cut)]
     # In place: a wrapper that remembers which messages each view came from (the native
     # engine) must find this very object.
     view.spans = [replace(s, index=kept[s.index]) if 0 <= s.index < len(kept) else s for s in view.spans]

@@ -3,15 +3,15 @@
 A view is produced by a prompt family (``backends.families``) from a list of
 messages. It holds the rendered text, the token IDs, one readable piece per
 token, which tokens are special, which tokens belong to which message, what the
-family's truncation rule dropped, and sanity warnings. After a turn has run,
-``captured`` holds the IDs the model's first forward call really received; the
-captured IDs are the ground truth and the view says where they differ.
+family's truncation rule dropped, and sanity warnings. A view never changes once built:
+the IDs the model's first forward call really received come with the turn's DoneEvent,
+they are the ground truth, and ``first_mismatch`` says where they differ.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Iterable, Literal
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,9 @@ class Span:
     end: int
 
 
+DropRule = Literal["family", "budget"]
+
+
 @dataclass(frozen=True)
 class Dropped:
     """A message (or the head of one, when ``partial``) left out by truncation."""
@@ -37,6 +40,9 @@ class Dropped:
     tokens: int
     partial: bool = False
     reason: str = ""
+    #: Which rule left it out: the model family's own truncation, or llm-tui's prompt budget
+    #: (``--max-prompt-tokens``, ``/budget``), which drops the oldest messages.
+    by: DropRule = "family"
 
 
 @dataclass
@@ -51,7 +57,6 @@ class PromptView:
     warnings: list[str] = field(default_factory=list)
     max_context: int | None = None
     stop_ids: list[int] = field(default_factory=list)
-    captured: list[int] | None = None
     #: "full" sends the whole prompt; "incremental" sends only the new turn
     #: (a cache of earlier turns is reused), as ChatGLM3's stream_chat does.
     mode: str = "full"
@@ -67,25 +72,18 @@ class PromptView:
     def dropped_tokens(self) -> int:
         return sum(d.tokens for d in self.dropped)
 
-    def first_mismatch(self, other: Iterable[int] | None = None) -> int | None:
-        """First position where ``other`` (default: captured) differs, else None.
+    def first_mismatch(self, other: Iterable[int]) -> int | None:
+        """First position where ``other`` (e.g. the captured IDs) differs, else None.
 
         A length difference counts as a mismatch at the shorter length.
         """
-        got = list(self.captured if other is None else other)
+        got = list(other)
         for pos, (a, b) in enumerate(zip(self.ids, got)):
             if a != b:
                 return pos
         if len(got) != len(self.ids):
             return min(len(got), len(self.ids))
         return None
-
-    @property
-    def verified(self) -> bool | None:
-        """True when captured IDs equal the preview, False when not, None before a run."""
-        if self.captured is None:
-            return None
-        return self.first_mismatch() is None
 
     def span_of(self, position: int) -> Span | None:
         for span in self.spans:

@@ -9,9 +9,8 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+from backends.checkpoint.consent import CodeFile
 from backends.core.sanitize import visible_text
-
-from ..worker import CodeFile
 
 
 class ConsentScreen(ModalScreen[bool]):

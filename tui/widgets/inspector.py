@@ -4,7 +4,7 @@ The app shows the preview of the *next* prompt while the user types
 (:meth:`Inspector.show_preview`) and, once a turn has run, the IDs the
 model's first forward call really received (:meth:`Inspector.show_captured`).
 
-Drawing goes through the Line API: a :class:`~tui.widgets.token_render.Layout`
+Drawing goes through the Line API: a :class:`~tui.widgets.token_layout.Layout`
 is one cheap pass over the tokens (on a keystroke, only over what changed),
 and only the lines on screen are turned into segments, so a 32k-token prompt
 scrolls and re-renders without lag. A few
@@ -24,10 +24,13 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from backends.prompt.check import PromptCheck
 from backends.prompt.view import PromptView
 
+from .palette import Palette
+from .prompt_header import header_lines
 from .sparkline import theme_style
-from .token_render import MODES, Layout, Palette, header_lines
+from .token_layout import MODES, Layout
 
 
 def _component(name: str) -> str:
@@ -82,7 +85,7 @@ class Inspector(ScrollView, can_focus=True):
         super().__init__(name=name, id=id, classes=classes, disabled=disabled)
         self._view: PromptView | None = None
         self._error: str | None = None
-        self._captured_view: PromptView | None = None
+        self._check: PromptCheck | None = None
         self._layout: Layout | None = None
         self._header: list[Text] = []
         self._shown_header: list[Text] = []
@@ -106,9 +109,14 @@ class Inspector(ScrollView, can_focus=True):
         return self._error
 
     @property
+    def check(self) -> PromptCheck | None:
+        """The last turn's prompt check (what the engine received against the preview), once one ran."""
+        return self._check
+
+    @property
     def verdict(self) -> bool | None:
-        """True/False once a captured turn was shown (preview == captured?), else None."""
-        return None if self._captured_view is None else self._captured_view.verified
+        """True/False once a turn's prompt was checked, None before (or when nothing was verifiable)."""
+        return None if self._check is None else self._check.verified
 
     @property
     def line_count(self) -> int:
@@ -124,18 +132,18 @@ class Inspector(ScrollView, can_focus=True):
         self._error = error
         if view is None and error is None:
             self._view = None
-            self._captured_view = None
+            self._check = None
         elif view is not None:
             self._view = view
         self._mark = None
         self._refresh_content()
 
-    def show_captured(self, view: PromptView) -> None:
-        """Show a turn that has run: ``view.captured`` is what the model really received."""
+    def show_captured(self, check: PromptCheck) -> None:
+        """Show a turn that has run, checked against what the engine really received."""
         self._error = None
-        self._view = view
-        self._captured_view = view
-        self._mark = view.first_mismatch() if view.captured is not None else None
+        self._view = check.view
+        self._check = check
+        self._mark = check.mismatch
         self._refresh_content()
         if self._mark is not None:
             self.scroll_to_token(self._mark)
@@ -244,10 +252,10 @@ class Inspector(ScrollView, can_focus=True):
         follow = self._follow_end
         width = self._content_width()
         prefix = ""
-        if self._captured_view is not None and self._captured_view is not self._view:
+        if self._check is not None and self._check.view is not self._view:
             prefix = "last turn: "
         self._header = header_lines(self._view, self.mode, max(width, 1), self.palette, error=self._error,
-                                    verdict_view=self._captured_view if prefix else None, verdict_prefix=prefix)
+                                    check=self._check, verdict_prefix=prefix)
         self._fit_header()
         layout = self._ensure_layout()
         self._generation += 1

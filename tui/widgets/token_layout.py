@@ -7,23 +7,15 @@ Three modes show the same prompt:
 * ``text``: the rendered prompt string, special tokens highlighted, role labels.
 * ``ids``: the plain ID list in a grid, with the position of the first ID of each row.
 
-Whitespace is made visible everywhere (space ``·``, tab ``→``, newline ``↵``
-followed by a real line break), and so are control characters, escape
-sequences and invisible formatting characters. Text from the model or the
-user is only ever appended to ``rich.text.Text`` objects with a style; it is
-never parsed as markup.
-
-A :class:`Layout` wraps one view in one mode at one width. Building it costs
-one cheap pass over the tokens (piece widths are cached per distinct piece);
-each line's ``Text`` is built only when asked for, so a widget draws only what
-is on screen.
+Whitespace is made visible everywhere (``visible.py``). A :class:`Layout`
+wraps one view in one mode at one width. Building it costs one cheap pass over
+the tokens (piece widths are cached per distinct piece); each line's ``Text``
+is built only when asked for, so a widget draws only what is on screen.
 """
 
 from __future__ import annotations
 
-import re
 from bisect import bisect_right
-from dataclasses import dataclass, fields
 from itertools import compress
 from typing import Iterator
 
@@ -31,127 +23,26 @@ from rich.cells import cell_len, get_character_cell_size
 from rich.style import Style
 from rich.text import Text
 
-from backends.core.sanitize import visible_text
-from backends.prompt.truncation import BUDGET_REASON
-from backends.prompt.view import Dropped, PromptView, Span
+from backends.prompt.check import PromptCheck
+from backends.prompt.view import PromptView, Span
 
-from .sparkline import bar_text, level_style
+from .palette import DEFAULT_PALETTE, Palette
+from .prompt_header import dropped_entry, header_lines
+from .visible import (
+    PIECE_CACHE,
+    WHITESPACE_MARKS,
+    Run,
+    cut_runs,
+    merge_byte_markers,
+    piece_info,
+    printable,
+    slice_cells,
+    text_width,
+    whitespace_runs,
+)
 
 MODES: tuple[str, ...] = ("pieces", "text", "ids")
 
-
-@dataclass(frozen=True)
-class Palette:
-    """The styles the drawing uses; the inspector fills it from its CSS component classes."""
-
-    piece: Style = Style(bgcolor="#2b303b")
-    piece_alt: Style = Style(bgcolor="#3b4252")
-    token_id: Style = Style(color="#7c8794")
-    special: Style = Style(color="#ff79c6", bold=True)
-    whitespace: Style = Style(color="#6b7785")
-    role: Style = Style(color="#56b6c2", bold=True)
-    dropped: Style = Style(color="#6c6c6c", italic=True)
-    warning: Style = Style(color="#e5c07b")
-    error: Style = Style(color="#e06c75", bold=True)
-    ok: Style = Style(color="#98c379", bold=True)
-    mismatch: Style = Style(color="#ffffff", bgcolor="#c0392b", bold=True)
-    gutter: Style = Style(color="#5c6370")
-    muted: Style = Style(color="#8b949e")
-    bar_ok: Style = Style(color="#98c379")
-    bar_warn: Style = Style(color="#e5c07b")
-    bar_full: Style = Style(color="#e06c75")
-    bar_empty: Style = Style(color="#3b4252")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
-
-
-DEFAULT_PALETTE = Palette()
-
-# -- making text visible ---------------------------------------------------------
-
-_WHITESPACE_MARKS = str.maketrans({" ": "·", "\t": "→", "\n": "↵", "\u00a0": "⍽"})
-_WHITESPACE_RUN = re.compile("([ \t\n\u00a0]+)")
-# Zero-width, joiner, bidi-control and other invisible formatting characters.
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff9-\ufffb]"
-)
-_BYTE_MARKERS = re.compile("(?:<0x[0-9A-F]{2}>)+")
-
-
-def _code_point(match: re.Match) -> str:
-    return f"<U+{ord(match.group()):04X}>"
-
-
-def printable(text: str) -> str:
-    """``text`` with control characters, escape sequences and invisible
-    formatting characters (zero-width, bidi overrides) replaced by visible
-    stand-ins. Tab and newline are kept (they are drawn as markers)."""
-    text = visible_text(text)
-    if not text.isascii():
-        text = _INVISIBLE.sub(_code_point, text)
-    return text
-
-
-def mark_whitespace(text: str) -> str:
-    """Space as ``·``, tab as ``→``, newline as ``↵``, no-break space as ``⍽``."""
-    return text.translate(_WHITESPACE_MARKS)
-
-
-def whitespace_runs(text: str) -> list[tuple[str, bool]]:
-    """Split printable text into (shown text, is whitespace marker) runs."""
-    out = []
-    for k, part in enumerate(_WHITESPACE_RUN.split(text)):
-        if part:
-            out.append((part.translate(_WHITESPACE_MARKS), k % 2 == 1))
-    return out
-
-
-def text_width(text: str) -> int:
-    """Cells ``text`` takes once its whitespace is drawn as one-cell markers."""
-    if text.isascii():
-        return len(text)
-    return cell_len(text.translate(_WHITESPACE_MARKS))
-
-
-def merge_byte_markers(text: str) -> str:
-    """Join ``<0xNN>`` byte pieces back into characters (text mode shows the string)."""
-    if "<0x" not in text:
-        return text
-
-    def decode(match: re.Match) -> str:
-        raw = bytes(int(match.group()[k + 3:k + 5], 16) for k in range(0, len(match.group()), 6))
-        return raw.decode("utf-8", errors="replace")
-
-    return _BYTE_MARKERS.sub(decode, text)
-
-
-_PIECE_CACHE: dict[str, tuple[tuple[tuple[str, bool], ...], int, bool]] = {}
-_EMPTY_PIECE = "∅"
-
-
-def piece_info(piece: str) -> tuple[tuple[tuple[str, bool], ...], int, bool]:
-    """(runs, width in cells, ends a line) for one token piece; cached per piece."""
-    info = _PIECE_CACHE.get(piece)
-    if info is None:
-        shown = printable(piece)
-        if not shown:
-            runs: tuple[tuple[str, bool], ...] = ((_EMPTY_PIECE, True),)
-        else:
-            if text_width(shown) == 0:  # only combining marks: show their code points
-                shown = "".join(f"<U+{ord(c):04X}>" for c in shown)
-            runs = tuple(whitespace_runs(shown))
-        width = sum(cell_len(s) for s, _ in runs)
-        info = (runs, width, "\n" in piece)
-        if len(_PIECE_CACHE) > 300_000:
-            _PIECE_CACHE.clear()
-        _PIECE_CACHE[piece] = info
-    return info
-
-
-# -- message segments ------------------------------------------------------------
 
 
 def segments(view: PromptView) -> list[tuple[Span | None, int, int]]:
@@ -179,122 +70,8 @@ def span_label(span: Span) -> str:
     return f"#{span.index} {role}"
 
 
-# -- header lines ----------------------------------------------------------------
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n:,} {word}" + ("" if n == 1 else "s")
-
-
-def context_line(view: PromptView, mode: str, width: int = 80, palette: Palette = DEFAULT_PALETTE) -> Text:
-    """A bar of prompt tokens against the context window, e.g. ``━━━── 1,234 / 8,192``."""
-    used = len(view.ids)
-    text = Text(no_wrap=True, overflow="crop")
-    if view.max_context:
-        fraction = used / view.max_context
-        bar_width = min(24, max(6, width // 4))
-        style = level_style(fraction, palette.bar_ok, palette.bar_warn, palette.bar_full)
-        text.append_text(bar_text(fraction, bar_width, style, palette.bar_empty))
-        text.append(f" {used:,} / {view.max_context:,}", style if fraction > 1 else "")
-        text.append(f" ({fraction:.0%})", palette.muted)
-    else:
-        text.append(f"{used:,} tokens", "")
-        text.append(" (context size unknown)", palette.muted)
-    if view.dropped:
-        text.append(f"  ✂ {view.dropped_tokens:,} cut", palette.dropped)
-    text.append(f"  {printable(view.family)} · {mode}", palette.muted)
-    return text
-
-
-def dropped_summary(view: PromptView, palette: Palette = DEFAULT_PALETTE) -> Text | None:
-    """``✂ 2 messages dropped (812 tokens) by qwen truncation``, or None when nothing was cut."""
-    if not view.dropped:
-        return None
-    whole = sum(1 for d in view.dropped if not d.partial)
-    cut = len(view.dropped) - whole
-    parts = []
-    if whole:
-        parts.append(_plural(whole, "message") + " dropped")
-    if cut:
-        parts.append(_plural(cut, "message") + " cut short")
-    budget = all(BUDGET_REASON in d.reason for d in view.dropped)
-    by = "the prompt budget" if budget else f"{printable(view.family)} truncation"
-    line = f"✂ {', '.join(parts)} ({_plural(view.dropped_tokens, 'token')}) by {by}"
-    return Text(line, palette.dropped, no_wrap=True, overflow="crop")
-
-
-def dropped_entry(entry: Dropped, palette: Palette = DEFAULT_PALETTE) -> Text:
-    what = "start cut" if entry.partial else "dropped"
-    line = f"✂ #{entry.index} {printable(entry.role)} · {_plural(entry.tokens, 'token')} {what}"
-    if entry.reason:
-        line += f" · {printable(entry.reason)}"
-    return Text(line.replace("\n", " "), palette.dropped, no_wrap=True, overflow="crop")
-
-
-def verdict_line(view: PromptView, palette: Palette = DEFAULT_PALETTE, prefix: str = "") -> Text | None:
-    """``✓ captured == preview (N tokens)`` or ``✗ differs at position P: preview X vs captured Y``."""
-    if view.captured is None:
-        return None
-    text = Text(prefix, palette.muted, no_wrap=True, overflow="crop")
-    position = view.first_mismatch()
-    if position is None:
-        text.append(f"✓ captured == preview ({_plural(len(view.ids), 'token')})", palette.ok)
-        return text
-    captured = view.captured
-    mine = str(view.ids[position]) if position < len(view.ids) else "(end)"
-    theirs = str(captured[position]) if position < len(captured) else "(end)"
-    text.append(f"✗ differs at position {position:,}: preview {mine} vs captured {theirs}", palette.error)
-    if len(captured) != len(view.ids):
-        text.append(f" · preview {len(view.ids):,} tokens, captured {len(captured):,}", palette.muted)
-    return text
-
-
-def warning_lines(view: PromptView, palette: Palette = DEFAULT_PALETTE) -> list[Text]:
-    return [Text("⚠ " + printable(w).replace("\n", " "), palette.warning, no_wrap=True, overflow="crop")
-            for w in view.warnings]
-
-
-def error_line(message: str, palette: Palette = DEFAULT_PALETTE) -> Text:
-    return Text("✗ preview failed: " + printable(message).replace("\n", " ↵ "), palette.error,
-                no_wrap=True, overflow="crop")
-
-
-def header_lines(view: PromptView | None, mode: str, width: int = 80, palette: Palette = DEFAULT_PALETTE, *,
-                 error: str | None = None, verdict_view: PromptView | None = None,
-                 verdict_prefix: str = "") -> list[Text]:
-    """The inspector's fixed lines: context bar, verdict, truncation, mode note, warnings, error.
-
-    ``verdict_view`` (default: ``view``) is the view whose captured IDs are judged.
-    """
-    lines: list[Text] = []
-    if view is None:
-        lines.append(Text("no prompt yet", palette.muted))
-    else:
-        lines.append(context_line(view, mode, width, palette))
-    judged = verdict_view if verdict_view is not None else view
-    if judged is not None:
-        verdict = verdict_line(judged, palette, verdict_prefix)
-        if verdict is not None:
-            lines.append(verdict)
-    if view is not None:
-        summary = dropped_summary(view, palette)
-        if summary is not None:
-            lines.append(summary)
-        if view.mode == "incremental":
-            lines.append(Text("incremental: only the new turn is sent; earlier turns come from the model's cache",
-                              palette.muted, no_wrap=True, overflow="crop"))
-        lines.extend(warning_lines(view, palette))
-    if error:
-        lines.append(error_line(error, palette))
-    return lines
-
-
-# -- the body --------------------------------------------------------------------
-
 _DROPPED, _LABEL, _TOKENS, _TEXT = range(4)
 _PLAIN = Style.null()
-
-Run = tuple[str, Style]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -433,7 +210,7 @@ class Layout:
     def _layout_pieces(self, start: int, end: int) -> None:
         pieces, ids, width = self.view.pieces, self.view.ids, self.width
         lines, first = self._lines, self._first
-        cache = _PIECE_CACHE
+        cache = PIECE_CACHE
         x = 0
         line_start = start
         for i in range(start, end):
@@ -499,7 +276,7 @@ class Layout:
         else:
             x = line_start = 0
             for s, _ in runs:
-                for ch in s.translate(_WHITESPACE_MARKS):
+                for ch in s.translate(WHITESPACE_MARKS):
                     cw = get_character_cell_size(ch)
                     if x - line_start + cw > width and x > line_start:
                         self._add((_TEXT, index, line_start, x), first)
@@ -604,7 +381,7 @@ class Layout:
             if x >= end:
                 break
             if x + w > start:
-                part = _slice_cells(s, start - x, end - x) if (start > x or x + w > end) else s
+                part = slice_cells(s, start - x, end - x) if (start > x or x + w > end) else s
                 style = palette.special if special else _PLAIN
                 blank = style + palette.whitespace
                 for piece, is_space in whitespace_runs(part):
@@ -628,40 +405,9 @@ class Layout:
         return runs
 
 
-def _slice_cells(text: str, start: int, end: int) -> str:
-    """The characters of ``text`` within cells [start, end) (whitespace counted as one cell)."""
-    if text.isascii():
-        return text[max(start, 0):end]
-    out = []
-    x = 0
-    for ch in text:
-        cw = 1 if ch in " \t\n\u00a0" else get_character_cell_size(ch)
-        if x >= start and x + cw <= end:
-            out.append(ch)
-        x += cw
-        if x >= end:
-            break
-    return "".join(out)
-
-
-def cut_runs(runs: list[Run], start: int, end: int) -> list[Run]:
-    """The part of styled runs within cells [start, end)."""
-    out: list[Run] = []
-    x = 0
-    for s, style in runs:
-        w = text_width(s)
-        if x + w > start and x < end:
-            part = s if (x >= start and x + w <= end) else _slice_cells(s, start - x, end - x)
-            if part:
-                out.append((part, style))
-        x += w
-        if x >= end:
-            break
-    return out
-
-
 def render_lines(view: PromptView, mode: str = "pieces", width: int = 80,
-                 palette: Palette = DEFAULT_PALETTE, *, error: str | None = None) -> list[Text]:
+                 palette: Palette = DEFAULT_PALETTE, *, error: str | None = None,
+                 check: PromptCheck | None = None) -> list[Text]:
     """Every line the inspector would show for ``view``: the header, then the body."""
-    mark = view.first_mismatch() if view.captured is not None else None
-    return header_lines(view, mode, width, palette, error=error) + Layout(view, mode, width).lines(palette, mark)
+    mark = check.mismatch if check is not None else None
+    return header_lines(view, mode, width, palette, error=error, check=check) + Layout(view, mode, width).lines(palette, mark)

@@ -1,0 +1,72 @@
+"""The live prompt preview: what the next turn would send, rebuilt in a worker as the user types."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from textual.worker import get_current_worker
+
+from backends.core.errors import error_line
+
+from .. import commands
+from ..messages import PreviewReady
+from .registry import ModelRegistry
+from .turns import Turns
+
+PREVIEW_DELAY = 0.2  # seconds of no typing before the prompt preview is rebuilt
+
+
+class PromptPreview:
+    """Debounces edits, renders the draft conversation off the UI thread, shows the newest result."""
+
+    def __init__(self, app, models: ModelRegistry, turns: Turns, *, prompt_input, inspector, status) -> None:
+        self.app = app
+        self.models = models
+        self.turns = turns
+        self.input = prompt_input
+        self.inspector = inspector
+        self.status = status
+        self._timer = None
+        self._serial = 0
+
+    def schedule(self, now: bool = False) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        if self.turns.turn is not None:
+            return  # the inspector shows the prompt being answered, then what was captured
+        self._timer = self.app.set_timer(0.001 if now else PREVIEW_DELAY, self._start)
+
+    def _start(self) -> None:
+        handle = self.models.handle
+        if handle is None or self.turns.turn is not None:
+            return  # during a turn the inspector keeps the prompt being answered
+        draft = self.input.text
+        messages = self.turns.conversation.copy_messages()
+        if draft.strip() and not draft.lstrip().startswith("/") or draft.lstrip().startswith("//"):
+            messages.append({"role": "user", "content": commands.literal(draft)})
+        self._serial += 1
+        self.app.run_worker(partial(self._work, self._serial, handle, messages, self.turns.params),
+                            name="preview", group="preview", thread=True, exclusive=True, exit_on_error=False)
+
+    def _work(self, serial: int, handle, messages: list[dict], params) -> None:
+        if not messages:
+            self.app.post_message(PreviewReady(serial, None, None))
+            return
+        try:
+            view = handle.render(messages, max_new_tokens=params.max_new_tokens,
+                                 max_prompt_tokens=params.max_prompt_tokens)
+        except Exception as err:  # a template that rejects this conversation is worth showing
+            view, error = None, error_line(err)
+        else:
+            error = None
+        if not get_current_worker().is_cancelled:
+            self.app.post_message(PreviewReady(serial, view, error))
+
+    def ready(self, message: PreviewReady) -> None:
+        if message.serial != self._serial:
+            return
+        self.inspector.show_preview(message.view, message.error)
+        if message.view is not None:
+            self.status.set(context_used=len(message.view.ids), context_max=message.view.max_context
+                            or self.status.info.context_max)

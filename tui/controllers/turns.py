@@ -1,0 +1,386 @@
+"""Turns of the conversation: sending, streaming into the chat, stopping, regenerating, editing.
+
+``Turns`` owns the conversation, the sampling parameters and the turn being
+generated. Generation runs in a thread worker (``pump.pump_generation``) that
+posts ``TokensArrived`` batches and one ``TurnDone``; the app routes them
+here, and the handlers only put text on screen and save it. What the reply
+says is the backend's: ``TurnDone`` carries the whole text.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import Callable
+
+from backends.core.conversation import Conversation
+from backends.core.errors import UsageError, error_line
+from backends.core.events import DoneEvent
+from backends.core.params import SamplingParams
+from backends.core.paths import data_dir
+from backends.core.sanitize import visible_text
+from backends.core.units import format_bytes
+from backends.memory.fit import TurnFit, plan_turn
+from backends.memory.turn import context_projection
+from backends.prompt.check import PromptCheck
+from backends.prompt.truncation import truncation_rule
+
+from ..messages import ConversationChanged, TokensArrived, TurnDone, TurnWontFit
+from ..pump import Pace, pump_generation
+from ..screens.fit import FitScreen
+from ..session import Recorder
+from ..widgets.chat import Reply, UserMessage, last_code_block
+from .registry import ModelRegistry
+
+_STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
+
+
+@dataclass
+class Turn:
+    """The reply being generated."""
+
+    index: int
+    reply: Reply
+    message_id: int | None
+    stop_event: threading.Event
+    started: float
+    finished: threading.Event  # set when the generation thread is over
+    pace: Pace  # how often the worker sends text: as often as the chat can draw it cheaply
+    check_memory: bool = True  # False once the user chose to send a turn that may not fit
+
+
+@dataclass(frozen=True)
+class TurnTiming:
+    """When a turn's last token came and when its reply was fully on screen (perf_counter)."""
+
+    turn: int
+    last_token_t: float | None
+    displayed_t: float
+    done: DoneEvent
+
+
+class Turns:
+    """The conversation and its turns."""
+
+    def __init__(self, app, models: ModelRegistry, recorder: Recorder, *, chat, prompt_input, status,
+                 inspector, meter, params: SamplingParams, system: str | None) -> None:
+        self.app = app
+        self.models = models
+        self.recorder = recorder
+        self.chat = chat
+        self.input = prompt_input
+        self.status = status
+        self.inspector = inspector
+        self.meter = meter
+        self.params = params
+        self.conversation = Conversation()
+        self.conversation.set_system(system)
+        self.turn: Turn | None = None
+        self.turn_count = 0
+        self.timings: list[TurnTiming] = []
+        #: Raises UsageError when something else holds the model (a memory profile); set by the app.
+        self.gate: Callable[[], None] = lambda: None
+
+    def _changed(self, now: bool = True) -> None:
+        self.app.post_message(ConversationChanged(now))
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def check_can_send(self) -> None:
+        if self.turn is not None:
+            raise UsageError("a reply is still being generated", "press Esc to stop it")
+        self.gate()
+        if self.models.handle is None:
+            state = "is still loading" if self.models.loading is not None else "is not loaded"
+            raise UsageError(f"the model {state}", "wait for it, or press F2 to pick another")
+
+    async def send(self, text: str) -> None:
+        self.conversation.add_user(text)
+        self.chat.add_user(text)
+        self.record("user", text)
+        await self.generate()
+
+    async def generate(self, *, check_memory: bool = True) -> None:
+        """Answer the conversation as it stands with the active model."""
+        slot = self.models.current
+        handle = slot.handle
+        reply = await self.chat.add_reply(slot.label)
+        self.turn_count += 1
+        turn = Turn(self.turn_count, reply, self.record("assistant", "", status="partial", model=slot.label),
+                    threading.Event(), time.perf_counter(), threading.Event(), Pace(), check_memory)
+        self.turn = turn
+        self.status.set(state="generating", ttft_s=None, tok_s=None)
+        self.app.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(),
+                                    self.params),
+                            name="generate", group="generate", thread=True, exit_on_error=False)
+
+    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
+        """In the worker thread: the memory check, then the turn, pumped to the screen."""
+        try:
+            if turn.check_memory:
+                fit = self._check_memory(handle, messages, params)
+                if fit is not None:
+                    self.app.post_message(TurnWontFit(turn.index, fit))
+                    return None
+            generation = handle.stream(messages, params, stop_event=turn.stop_event)
+            result = pump_generation(generation, self.app.post_message, turn.index,
+                                     checkpoint=partial(self.recorder.checkpoint, turn.message_id), pace=turn.pace)
+            generation.join(5)
+            return result
+        finally:
+            turn.finished.set()
+
+    def _check_memory(self, handle, messages: list[dict], params: SamplingParams) -> TurnFit | None:
+        """Before a turn (in the worker): a TurnFit when it would not fit in free memory, else None.
+
+        A turn close to the limit gets a warning and goes ahead.
+        """
+        try:
+            fit = plan_turn(handle, messages, params)
+        except Exception:  # an estimate must never stop a turn
+            return None
+        if fit.verdict.level == "warn":
+            self.app.call_from_thread(self.app.notify, fit.verdict.line, severity="warning", timeout=12, markup=False)
+        return None if fit.fits else fit
+
+    async def wont_fit(self, message: TurnWontFit) -> None:
+        """Nothing was generated: take the empty reply away and ask what to do."""
+        turn = self.turn
+        if turn is None or message.turn != turn.index:
+            return
+        self.turn = None
+        self.turn_count -= 1  # nothing ran: the next turn takes its number
+        await self.chat.remove_from_last(Reply)
+        self.finish_record(turn.message_id, "", "stopped", None)
+        self.status.set(state="")
+        self.app.push_screen(FitScreen(message.fit), partial(self._fit_answered, message.fit))
+
+    async def _fit_answered(self, fit: TurnFit, choice: str | None) -> None:
+        if choice == "truncate":
+            self.set_params(replace(self.params, max_prompt_tokens=fit.budget))
+            self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule}; "
+                                 "/budget off removes the limit")
+            await self.generate()
+        elif choice == "send":
+            await self.generate(check_memory=False)
+        elif self.input.text.strip():  # cancelled, and something is typed already: keep both
+            self.chat.add_notice("not sent; Ctrl+R sends it, /budget N keeps prompts within N tokens")
+        else:  # cancelled: the unanswered message goes back to the input
+            await self.take_back_last_message()
+
+    # -- while it streams ----------------------------------------------------------------------
+
+    async def tokens_arrived(self, message: TokensArrived) -> None:
+        turn = self.turn
+        if turn is None or message.turn != turn.index:
+            return
+        if await turn.reply.write(message.text, message.n_tokens):
+            self.status.set(state=f"generating · {turn.reply.n_tokens} tokens")
+        turn.pace.interval = turn.reply.flush_interval
+
+    async def turn_done(self, message: TurnDone) -> None:
+        turn = self.turn
+        if turn is None or message.turn != turn.index:
+            return
+        done = message.done
+        status = _STATUS_OF.get(done.stop_reason, "complete")
+        stats = {**done.stats.to_json(), "stop_reason": done.stop_reason}
+        await turn.reply.finish(done.text, status, stats, done.stop_reason)
+        self.timings.append(TurnTiming(turn.index, message.last_token_t, time.perf_counter(), done))
+        self.turn = None
+        if done.text:
+            self.conversation.add_assistant(done.text)
+        self.finish_record(turn.message_id, done.text, status, done)
+        if done.error:
+            self.chat.add_notice(done.error, error=True)
+        s = done.stats
+        context = s.prompt_tokens + s.new_tokens
+        self.status.set(state="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context,
+                        kv=self._context_projection(context))
+        if done.captured_ids is not None:
+            self.inspector.show_captured(PromptCheck.of(message.view, done.captured_ids))
+        self.meter.log_turn(turn.index, context)
+
+    def _context_projection(self, context_tokens: int) -> str:
+        try:
+            projection = context_projection(self.models.handle, context_tokens)
+        except Exception:
+            return ""
+        text = f"KV {format_bytes(projection.kv_bytes)}"
+        if projection.tokens_that_fit is not None:
+            text += f" · ~{projection.tokens_that_fit:,} more tok fit"
+        return text
+
+    async def generation_failed(self) -> None:
+        """The generate worker itself raised (its one line is shown by the app): keep what came."""
+        if self.turn is None:
+            return
+        turn, self.turn = self.turn, None
+        await turn.reply.finish(turn.reply.text, "error", None, "error")
+        self.finish_record(turn.message_id, turn.reply.text, "error", None)
+        self.status.set(state="")
+
+    # -- stopping ------------------------------------------------------------------------------
+
+    def stop(self) -> bool:
+        """Ask the turn to stop between two tokens; False when nothing is being generated."""
+        if self.turn is None:
+            return False
+        self.turn.stop_event.set()
+        self.status.set(state="stopping…")
+        return True
+
+    def abandon(self) -> threading.Event | None:
+        """Stop the turn and forget it (the partial reply is saved); the event is set once its thread ended."""
+        if self.turn is None:
+            return None
+        turn, self.turn = self.turn, None
+        turn.stop_event.set()
+        self.finish_record(turn.message_id, turn.reply.text, "stopped", None)
+        return turn.finished
+
+    def release_for_switch(self) -> threading.Event | None:
+        """A model switch is coming: stop the turn (it ends with what it has); the event is set once it did."""
+        if self.turn is None:
+            return None
+        self.turn.stop_event.set()
+        return self.turn.finished
+
+    # -- editing the conversation --------------------------------------------------------------
+
+    async def regenerate(self) -> None:
+        try:
+            self.check_can_send()
+            if self.conversation.pop_last_reply() is not None:
+                await self.chat.remove_from_last(Reply)
+            if not self.conversation.messages or self.conversation.messages[-1]["role"] != "user":
+                raise UsageError("there is no message to answer", "type one first")
+        except UsageError as err:
+            self.chat.add_notice(str(err), error=True)
+            return
+        self.recorder.truncate(self.stored_count())
+        await self.generate()
+
+    async def edit_last(self) -> None:
+        if self.turn is not None:
+            self.chat.add_notice("a reply is still being generated — press Esc to stop it first", error=True)
+            return
+        if not await self.take_back_last_message():
+            self.chat.add_notice("there is no message to edit", error=True)
+
+    async def take_back_last_message(self) -> bool:
+        """Move the last user message (and what follows it) from the chat into the input."""
+        text = self.conversation.pop_last_user()
+        if text is None:
+            return False
+        await self.chat.remove_from_last(UserMessage)
+        self.recorder.truncate(self.stored_count())
+        self.input.load_text(text)
+        self.input.move_cursor(self.input.document.end)
+        self.input.focus()
+        self._changed(now=False)
+        return True
+
+    async def clear(self) -> None:
+        self.abandon()
+        self.conversation.clear()
+        await self.chat.clear()
+        self.recorder.truncate(0)
+        self.chat.add_notice("conversation cleared")
+        self._changed()
+
+    async def new_conversation(self) -> None:
+        self.abandon()
+        self.recorder.new()
+        self.conversation.clear()
+        await self.chat.clear()
+        self.chat.add_notice("new conversation")
+        self._changed()
+
+    async def restore(self, stored) -> None:
+        """Show a stored conversation (``Recorder.open``) and continue it."""
+        self.conversation = stored.to_conversation()
+        if stored.params:
+            self.params = stored.sampling_params()
+        self.status.set(budget=self.params.max_prompt_tokens)
+        await self.chat.clear()
+        for m in stored.messages:
+            if m.role == "user":
+                self.chat.add_user(m.content)
+            elif m.role == "assistant":
+                await self.chat.add_reply(m.model or stored.model or "", m.content, status=m.status, stats=m.stats)
+        self._changed()
+
+    def set_system(self, text: str | None) -> None:
+        self.conversation.set_system(text)
+        self.recorder.configure(system=text)
+        self.chat.add_notice("system prompt removed" if text is None else "system prompt set")
+        self._changed()
+
+    def set_params(self, params: SamplingParams) -> None:
+        self.params = params
+        self.recorder.configure(params=params.to_json())
+        self.status.set(budget=params.max_prompt_tokens)
+
+    def set_budget(self, arg: str) -> None:
+        """``/budget [N|off]``: show or set the prompt budget."""
+        if not arg:
+            value = self.params.max_prompt_tokens
+            self.chat.add_notice(f"prompt budget: {value:,} tokens" if value else
+                                 "no prompt budget: the whole conversation is sent (the family's own rules apply)")
+            return
+        self.set_params(self.params.with_value("max_prompt_tokens", arg))
+        value = self.params.max_prompt_tokens
+        rule = truncation_rule(self.models.handle.family) if self.models.handle is not None else "truncation"
+        self.chat.add_notice(f"each prompt is kept within {value:,} tokens by {rule}" if value
+                             else "prompt budget removed")
+        self._changed()
+
+    # -- copying and exporting -----------------------------------------------------------------
+
+    def copy_reply(self) -> None:
+        reply = self.chat.last_reply()
+        if reply is None or not reply.text:
+            self.app.notify("there is no reply to copy yet", severity="warning", markup=False)
+            return
+        self.app.copy_to_clipboard(visible_text(reply.text))
+        self.app.notify(f"copied the last reply ({len(reply.text):,} characters)", markup=False)
+
+    def copy_code(self) -> None:
+        reply = self.chat.last_reply()
+        code = last_code_block(reply.text) if reply is not None else None
+        if code is None:
+            self.app.notify("the last reply has no code block", severity="warning", markup=False)
+            return
+        self.app.copy_to_clipboard(visible_text(code))
+        self.app.notify(f"copied a code block ({len(code.splitlines())} lines)", markup=False)
+
+    def export(self, formats: tuple[str, ...] = ("md", "json"), path: str | None = None) -> None:
+        written = self.recorder.export(formats, path, data_dir() / "exports")
+        if not written:
+            raise UsageError("there is nothing to save yet", "send a message first")
+        self.chat.add_notice("saved " + ", ".join(str(p) for p in written))
+
+    # -- saving as it happens ------------------------------------------------------------------
+
+    def stored_count(self) -> int:
+        return sum(1 for m in self.conversation.messages if m["role"] != "system")
+
+    def record(self, role: str, text: str, **kw) -> int | None:
+        try:
+            return self.recorder.add(role, text, **kw)
+        except Exception as err:  # the chat goes on without the database
+            self.app.notify(f"could not save: {error_line(err)}", severity="warning", markup=False)
+            return None
+
+    def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None) -> None:
+        """Save how a reply ended; a reply with no text is dropped, as it is from the chat."""
+        try:
+            if text:
+                self.recorder.finish(msg_id, text, status, done)
+            else:
+                self.recorder.drop(msg_id)
+        except Exception as err:
+            self.app.notify(f"could not save: {error_line(err)}", severity="warning", markup=False)

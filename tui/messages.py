@@ -1,0 +1,137 @@
+"""Typed messages between the workers, the controllers, the screens and the app.
+
+Workers run in threads and only ever ``post_message`` (it never waits for the
+screen, so the model never runs slower because the screen is busy). Screens
+ask the app for things with messages too, never by calling it by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from textual.message import Message
+
+from backends.checkpoint.consent import CodeFile
+from backends.core.events import DoneEvent
+from backends.memory.fit import TurnFit
+from backends.profile.measure import ProfileRow
+from backends.prompt.view import PromptView
+
+# -- a turn ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class TokensArrived(Message):
+    """New reply text for turn ``turn``: ``n_tokens`` tokens since the last message."""
+
+    turn: int
+    text: str
+    n_tokens: int
+
+
+@dataclass
+class TurnDone(Message):
+    """Turn ``turn`` ended; ``last_token_t`` is when its last token came (perf_counter)."""
+
+    turn: int
+    done: DoneEvent
+    last_token_t: float | None
+    view: PromptView  # the prompt that was sent
+
+
+@dataclass
+class TurnWontFit(Message):
+    """The memory check says turn ``turn`` would not fit; nothing was generated."""
+
+    turn: int
+    fit: TurnFit
+
+
+@dataclass
+class PreviewReady(Message):
+    """The prompt the next turn would send (or why it cannot be built)."""
+
+    serial: int
+    view: PromptView | None
+    error: str | None
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, PreviewReady)
+
+
+# -- models ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadProgress(Message):
+    """A model is loading: what is happening and how far (None when unknown)."""
+
+    slot: int
+    text: str
+    fraction: float | None
+
+    def can_replace(self, message: Message) -> bool:
+        # Only the newest progress matters; a queue of stale ones is dropped.
+        return isinstance(message, LoadProgress) and message.slot == self.slot
+
+
+@dataclass
+class ModelReady(Message):
+    slot: int
+    handle: object  # a backends ModelHandle
+
+
+@dataclass
+class NeedsConsent(Message):
+    """The model in ``slot`` ships Python files that would run when it loads."""
+
+    slot: int
+    folder: str
+    files: list[CodeFile] = field(default_factory=list)
+
+
+# -- memory profiles ------------------------------------------------------------------------------
+
+
+@dataclass
+class ProfileProgress(Message):
+    """A profile moved on: what it measures now, how far (0-1), and every row measured so far."""
+
+    run: object  # the controller's ProfileRun
+    text: str
+    fraction: float | None
+    rows: list[ProfileRow]
+
+    def can_replace(self, message: Message) -> bool:
+        # Each message carries all the rows so far: only the newest matters.
+        return isinstance(message, ProfileProgress) and message.run is self.run
+
+
+@dataclass
+class ProfileDone(Message):
+    """A profile ended: its rows (partial when stopped or out of memory) and the error that ended it."""
+
+    run: object
+    rows: list[ProfileRow]
+    error: str | None
+
+
+@dataclass
+class ProfileRequested(Message):
+    """A screen asks for a memory profile of the active model (``lengths`` as typed; empty: defaults)."""
+
+    lengths: str = ""
+
+
+@dataclass
+class ProfileStopRequested(Message):
+    """A screen asks the running profile to stop (the rows measured so far stay)."""
+
+# -- the conversation -----------------------------------------------------------------------------
+
+
+@dataclass
+class ConversationChanged(Message):
+    """The conversation, the system prompt or the prompt budget changed: the preview is stale."""
+
+    now: bool = True
