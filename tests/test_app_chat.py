@@ -50,8 +50,10 @@ def test_default_model_streams_paris(demo_handle):
             reply = app.chat.last_reply()
             assert "Paris" in reply.text
             assert reply.status == "complete"
-            new_tokens = app.turns.timings[-1].done.stats.new_tokens
-            assert len(batches) >= 2 and sum(batches) in (new_tokens, new_tokens - 1)  # EOS is not text
+            done = app.turns.timings[-1].done
+            assert done.stop_reason == "eos"
+            # every token but the end-of-turn one reached the reply, in more than one batch
+            assert len(batches) >= 2 and sum(batches) == done.stats.new_tokens - 1
             assert app.turns.conversation.messages[-1] == {"role": "assistant", "content": reply.text}
             text = screen_text(app)
             assert "The capital of France is Paris." in text

@@ -72,7 +72,8 @@ def test_stop_mid_stream_leaves_no_generation_thread(tiny_long_model_dir):
             done = event
     generation.join(10)
     assert done.stop_reason == "stopped"
-    assert 5 <= done.stats.new_tokens < 5000
+    # Every token generated before the stop took effect was reported, and it took effect long before the limit.
+    assert done.stats.new_tokens == seen and seen < 100
     assert not generation.thread.is_alive()
     assert not [t for t in threading.enumerate() if t.name == "llm-tui-generate"]
 

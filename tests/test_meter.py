@@ -10,8 +10,8 @@ from backends.hardware.history import TurnMemory
 from backends.hardware.sampling import GpuSample, Sample
 from backends.profile.measure import ProfileRow
 from tui.screens.memory import MemoryPlot, MemoryScreen, build_series
-from tui.widgets.plot import Series, plot_lines
 from tui.widgets.meter import Meter
+from tui.widgets.plot import Series, plot_lines
 
 pytestmark = pytest.mark.anyio
 

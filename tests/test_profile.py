@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from backends.core.errors import UsageError
+from backends.core.units import format_bytes
 from backends.profile.export import write_csv
 from backends.profile.lengths import (
     check_lengths,
@@ -16,9 +17,7 @@ from backends.profile.lengths import (
     parse_lengths,
     synthetic_ids,
 )
-from backends.profile.measure import profile_rows
-from backends.core.units import format_bytes
-from backends.profile.measure import ProfileRow
+from backends.profile.measure import ProfileRow, profile_rows
 from tui.profile_command import profile_plot, run_profile_command
 from tui.widgets.profile_table import profile_table
 

@@ -14,6 +14,7 @@ import pytest
 from backends.core.errors import LlmTuiError, UsageError
 from backends.core.events import Stats
 from backends.core.params import SamplingParams
+from backends.storage.export import conversation_json, conversation_markdown
 from backends.storage.migrations import SCHEMA_VERSION, migrate
 from backends.storage.store import DB_NAME, STATUSES, Store
 
@@ -232,9 +233,9 @@ def test_unicode_content(store):
     loaded = store.load_conversation(conv)
     assert loaded.messages[0].content == text
     assert loaded.model == "模型" and loaded.system == "系统提示"
-    exported = json.dumps(store.export_json(conv), ensure_ascii=False)
+    exported = json.dumps(conversation_json(store.load_conversation(conv)), ensure_ascii=False)
     assert text in json.loads(exported)["messages"][0]["content"]
-    assert text in store.export_markdown(conv)
+    assert text in conversation_markdown(store.load_conversation(conv))
 
 
 def test_export_json_is_enough_to_reproduce(store):
@@ -244,7 +245,7 @@ def test_export_json_is_enough_to_reproduce(store):
     store.add_message(conv, "user", "2+2?")
     store.add_message(conv, "assistant", "4", model="qwen-7b", stats=Stats(new_tokens=1),
                       prompt_ids=[10, 11, 12], captured_ids=[10, 11, 12])
-    data = store.export_json(conv)
+    data = conversation_json(store.load_conversation(conv))
     json.dumps(data)  # plain JSON all the way down
     assert data["format"] == "llm-tui.conversation"
     assert (data["title"], data["model"], data["system"]) == ("Repro", "qwen-7b", "Be brief.")
@@ -261,8 +262,8 @@ def test_export_json_is_enough_to_reproduce(store):
 
 def test_export_json_prefers_resolved_model_details(store):
     conv = store.new_conversation("m", meta={"spec": {"dtype": "auto", "quant": "none"}, "dtype": "bfloat16"})
-    assert store.export_json(conv)["dtype"] == "bfloat16"
-    assert store.export_json(store.new_conversation("m"))["dtype"] is None
+    assert conversation_json(store.load_conversation(conv))["dtype"] == "bfloat16"
+    assert conversation_json(store.load_conversation(store.new_conversation("m")))["dtype"] is None
 
 
 def test_export_markdown(store):
@@ -271,7 +272,7 @@ def test_export_markdown(store):
     store.add_message(conv, "assistant", "Blue", stats=Stats(prompt_tokens=9, new_tokens=1, decode_tok_s=12.5))
     store.add_message(conv, "user", "Another?")
     store.add_message(conv, "assistant", "Gre", status="stopped", model="other-model")
-    text = store.export_markdown(conv)
+    text = conversation_markdown(store.load_conversation(conv))
     assert text.startswith("# Name a colour.\n")
     assert "**Model:** qwen-7b" in text and "**Family:** qwen" in text
     assert "seed=1" in text

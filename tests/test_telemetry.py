@@ -113,15 +113,8 @@ def test_cpu_fallback_gives_plausible_numbers():
         assert "GPU" in status
     assert sample.rss > 1_000_000
     assert 0 < sample.sys_ram_used < sample.sys_ram_total
-    assert sample.cpu_percent >= 0.0
     assert sample.torch_allocated is None or sample.torch_allocated >= 0
     assert status and "\n" not in status
-
-
-def test_samples_are_ordered_in_time():
-    sampler = Sampler()
-    first, second = sampler.sample(), sampler.sample()
-    assert second.t >= first.t
 
 
 def test_cpu_percent_reflects_work():

@@ -45,7 +45,6 @@ from .messages import (
     ProfileProgress,
     ProfileRequested,
     ProfileStopRequested,
-    TokensArrived,
     TurnDone,
     TurnWontFit,
 )
@@ -187,9 +186,6 @@ class LlmTuiApp(App[int]):
 
     def on_preview_ready(self, message: PreviewReady) -> None:
         self.preview.ready(message)
-
-    async def on_tokens_arrived(self, message: TokensArrived) -> None:
-        await self.turns.tokens_arrived(message)
 
     async def on_turn_done(self, message: TurnDone) -> None:
         await self.turns.turn_done(message)

@@ -13,7 +13,7 @@ import threading
 from backends.checkpoint.demo import ensure_demo
 from backends.core.conversation import load_messages, validate_messages
 from backends.core.errors import UsageError
-from backends.core.events import DoneEvent, TokenEvent
+from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
 from backends.core.spec import ModelSpec
@@ -133,15 +133,7 @@ def _warn_if_turn_wont_fit(handle, messages: list[dict], params: SamplingParams)
 
 
 def _stats_line(done) -> str:
-    s = done.stats
-    parts = [f"{s.prompt_tokens} prompt tokens", f"{s.new_tokens} new"]
-    if s.ttft_s is not None:
-        parts.append(f"TTFT {s.ttft_s * 1000:.0f} ms")
-    if s.decode_tok_s:
-        parts.append(f"{s.decode_tok_s:.1f} tok/s")
-    parts.append(f"{s.total_s:.2f} s")
-    parts.append(f"stop: {done.stop_reason}")
-    return "llm-tui: " + " · ".join(parts)
+    return "llm-tui: " + " · ".join([*stats_parts(done.stats), f"stop: {done.stop_reason}"])
 
 
 def cmd_inspect(args) -> int:

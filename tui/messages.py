@@ -22,8 +22,9 @@ from backends.prompt.view import PromptView
 
 @dataclass
 class TokensArrived(Message):
-    """New reply text for turn ``turn``: ``n_tokens`` tokens since the last message."""
+    """New reply text for turn ``turn``: ``n_tokens`` tokens since the last message (posted to the reply)."""
 
+    bubble = False  # for the reply it was posted to, nobody else
     turn: int
     text: str
     n_tokens: int

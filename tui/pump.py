@@ -1,8 +1,10 @@
 """From a generation thread to the screen: tokens batched by time into typed messages.
 
 The pump runs in a Textual thread worker. It drains the ``Generation``'s
-queue and posts one ``TokensArrived`` per batch (about every 50 ms, slower
-when the chat asks for it through ``Pace``) and one ``TurnDone`` at the end.
+queue and posts one ``TokensArrived`` per batch straight to the reply on
+screen (about every 50 ms, slower when the reply asks for it through
+``Pace``), and one ``TurnDone`` at the end, to the same queue: it bubbles up
+to the app only after the reply has drawn every batch before it.
 ``App.call_from_thread`` is never used per token: it blocks the caller until
 the UI has run.
 """
@@ -52,6 +54,8 @@ def pump_generation(generation, post: Callable[[Message], object], turn: int, *,
                     checkpoint_interval: float = CHECKPOINT_INTERVAL) -> PumpResult:
     """Read ``generation`` until it ends, posting batched messages; runs in a thread.
 
+    ``post`` is the reply's own ``post_message``: ``TokensArrived`` stops
+    there, ``TurnDone`` bubbles on to the app after it.
     ``cancelled`` (the worker's cancelled_event) stops the generation between
     two tokens. ``checkpoint(text)`` receives the reply so far (the
     generation's own text) about once a second, so a killed process loses at

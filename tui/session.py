@@ -12,6 +12,7 @@ import json
 import threading
 from pathlib import Path
 
+from backends.storage.export import conversation_json, conversation_markdown
 from backends.storage.store import Store
 
 _UNSET: object = object()
@@ -138,9 +139,9 @@ class Recorder:
             target = Path(path).expanduser() if path else folder / f"conversation-{self.conversation_id}.{fmt}"
             target.parent.mkdir(parents=True, exist_ok=True)
             if fmt == "md":
-                target.write_text(self.store.export_markdown(self.conversation_id), encoding="utf-8")
+                target.write_text(conversation_markdown(self.store.load_conversation(self.conversation_id)), encoding="utf-8")
             else:
-                data = self.store.export_json(self.conversation_id)
+                data = conversation_json(self.store.load_conversation(self.conversation_id))
                 target.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
             written.append(target)
         return written

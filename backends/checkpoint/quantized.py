@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from backends.checkpoint.headers import read_checkpoint_config
 
 #: Methods that only load checkpoints quantized beforehand.
 CHECKPOINT_METHODS = ("gptq", "awq")
@@ -37,18 +38,11 @@ class CheckpointQuant:
         return self.method != "gguf"
 
 
-def read_config(path: Path) -> dict:
-    try:
-        return json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-
-
 def checkpoint_quantization(path: Path, gguf_file: str | None = None) -> CheckpointQuant | None:
     """The quantization a checkpoint already has, from config.json (or the GGUF file), or None."""
     if gguf_file:
         return CheckpointQuant("gguf", None, detail=f"GGUF file {gguf_file} (dequantized on load)")
-    raw = read_config(path).get("quantization_config")
+    raw = read_checkpoint_config(path).get("quantization_config")
     if not isinstance(raw, dict) or not raw:
         return None
     method = str(raw.get("quant_method") or "").lower()

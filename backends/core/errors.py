@@ -38,9 +38,17 @@ class RemoteCodeRefused(LlmTuiError):
 class GenerationError(LlmTuiError):
     """Generation failed part way (the partial reply is kept)."""
 
+def first_line(err: BaseException) -> str:
+    """The first line of an error's message (at most 300 characters), else its type's name."""
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
+
+
 def error_line(err: BaseException | None) -> str:
     """One line for the user: our own errors' line, else the error's type and its first line."""
     if isinstance(err, LlmTuiError):
         return str(err)
-    text = str(err).strip().splitlines() if err is not None else []
-    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+    if err is None:
+        return "unknown error"
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__

@@ -58,3 +58,29 @@ class DoneEvent:
 
 
 Event = TokenEvent | DoneEvent
+
+
+#: The figures ``stats_parts`` can show, in the order they are shown.
+STAT_FIGURES = ("prompt", "new", "ttft", "rate", "total")
+
+
+def stats_parts(stats: Stats | dict, figures: tuple[str, ...] = STAT_FIGURES) -> list[str]:
+    """A turn's statistics as short phrases (``12 prompt tokens``, ``8 new tokens``, ``TTFT 120 ms``,
+    ``11.2 tok/s``, ``0.80 s``), the ``figures`` asked for that are known, in a fixed order; the one
+    wording used by the chat, the headless commands and the exports."""
+    s = stats.to_json() if isinstance(stats, Stats) else dict(stats or {})
+    out = []
+    for figure in STAT_FIGURES:
+        if figure not in figures:
+            continue
+        if figure == "prompt" and s.get("prompt_tokens"):
+            out.append(f"{s['prompt_tokens']:,} prompt tokens")
+        elif figure == "new" and s.get("new_tokens") is not None:
+            out.append(f"{s['new_tokens']:,} new tokens")
+        elif figure == "ttft" and s.get("ttft_s") is not None:
+            out.append(f"TTFT {s['ttft_s'] * 1000:.0f} ms")
+        elif figure == "rate" and s.get("decode_tok_s"):
+            out.append(f"{s['decode_tok_s']:.1f} tok/s")
+        elif figure == "total" and s.get("total_s"):
+            out.append(f"{s['total_s']:.2f} s")
+    return out

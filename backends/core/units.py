@@ -1,4 +1,4 @@
-"""Units shown to people: byte sizes and changes, sizes parsed from text, an error's first line."""
+"""Units shown to people: byte sizes and changes, and sizes parsed from text."""
 
 from __future__ import annotations
 
@@ -45,8 +45,3 @@ def parse_size(text: str) -> int:
     if number < 0:
         raise ValueError(value)
     return int(number * _SIZE_UNITS[unit])
-
-
-def first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:300] if text else type(err).__name__

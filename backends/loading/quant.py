@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from backends.checkpoint.headers import read_checkpoint_config
 from backends.checkpoint.own_quantize import OwnQuantize, find_own_quantize
 from backends.checkpoint.quantized import (
     CHECKPOINT_METHODS,
     CheckpointQuant,
     checkpoint_quantization,
-    read_config,
 )
 from backends.checkpoint.remote_code import model_class_ref
 from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
@@ -181,7 +181,7 @@ def own_quantize_plan(spec, located, *, on_gpu: bool = False, check_packages: bo
     own = find_own_quantize(located.path) if remote else None
     engine = getattr(spec, "engine", "auto")
     if own is not None and engine in OWN_LOADING_ENGINES:
-        quant_bit = read_config(located.path).get("quantization_bit")
+        quant_bit = read_checkpoint_config(located.path).get("quantization_bit")
         if isinstance(quant_bit, int) and quant_bit > 0:
             raise UsageError(f"'{label}' is already quantized to {quant_bit} bits by its own code "
                              "(config.json quantization_bit)", "drop --quant to load it as it is")

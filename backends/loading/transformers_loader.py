@@ -15,10 +15,15 @@ from backends.checkpoint.locate import (
     locate,
 )
 from backends.checkpoint.quantized import checkpoint_quantization
-from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
+from backends.core.errors import (
+    MissingPackageError,
+    ModelLoadError,
+    UsageError,
+    first_line,
+)
 from backends.core.progress import Progress
 from backends.core.spec import ModelSpec
-from backends.core.units import first_line, format_bytes
+from backends.core.units import format_bytes
 from backends.hardware.devices import describe_device
 from backends.hardware.dtype import resolve_dtype
 from backends.hardware.placement import placement

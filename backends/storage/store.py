@@ -1,4 +1,4 @@
-"""SQLite persistence of conversations and their messages, with exports.
+"""SQLite persistence of conversations and their messages.
 
 Every write commits at once, so a reply saved while it streams survives the
 process being killed. One connection per Store, guarded by a lock: the TUI
@@ -30,8 +30,6 @@ DB_NAME = "llm-tui.sqlite3"
 #: stopped by the user, or cut short by an error.
 STATUSES = ("complete", "partial", "stopped", "error")
 
-EXPORT_FORMAT = "llm-tui.conversation"
-EXPORT_VERSION = 1
 
 
 def default_db_path() -> Path:
@@ -221,7 +219,7 @@ class Store:
             ConversationSummary(
                 id=row["id"], title=row["title"], created=row["created"], updated=row["updated"],
                 model=row["model"], message_count=row["message_count"],
-                preview=_one_line(row["preview"] or "", 80),
+                preview=one_line(row["preview"] or "", 80),
             )
             for row in rows
         ]
@@ -303,52 +301,6 @@ class Store:
                 db.execute("UPDATE conversations SET updated = ?"
                            " WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)", (now, row_id))
 
-    # -- exports ------------------------------------------------------------
-
-    def export_json(self, conv_id: int) -> dict:
-        """Everything needed to reproduce the chat: model details, parameters, seed, token IDs."""
-        conv = self.load_conversation(conv_id)
-        spec = conv.meta.get("spec") if isinstance(conv.meta.get("spec"), dict) else {}
-        return {
-            "format": EXPORT_FORMAT,
-            "version": EXPORT_VERSION,
-            "id": conv.id,
-            "title": conv.title,
-            "created": iso_time(conv.created),
-            "updated": iso_time(conv.updated),
-            "model": conv.model,
-            "dtype": conv.meta.get("dtype") or spec.get("dtype"),
-            "quantization": conv.meta.get("quantization") or spec.get("quant"),
-            "family": conv.meta.get("family"),
-            "system": conv.system,
-            "params": conv.params,
-            "seed": conv.params.get("seed"),
-            "meta": conv.meta,
-            "messages": [m.to_json() for m in conv.messages],
-        }
-
-    def export_markdown(self, conv_id: int) -> str:
-        conv = self.load_conversation(conv_id)
-        title = conv.title or _one_line(next((m.content for m in conv.messages if m.role == "user"), ""), 60)
-        lines = [f"# {title or 'Conversation'}", ""]
-        facts = [("Model", conv.model), ("Family", conv.meta.get("family")), ("Created", iso_time(conv.created))]
-        if conv.params:
-            facts.append(("Parameters", ", ".join(f"{k}={v}" for k, v in conv.params.items())))
-        lines += [f"- **{name}:** {value}" for name, value in facts if value not in (None, "")]
-        lines.append("")
-        if conv.system:
-            lines += ["## System", "", conv.system, ""]
-        for message in conv.messages:
-            heading = message.role.capitalize()
-            notes = [n for n in (message.model if message.model != conv.model else None,
-                                 None if message.status == "complete" else message.status) if n]
-            if notes:
-                heading += f" ({', '.join(notes)})"
-            lines += [f"## {heading}", "", message.content, ""]
-            if message.stats:
-                lines += [f"_{_stats_line(message.stats)}_", ""]
-        return "\n".join(lines).rstrip() + "\n"
-
 
 # -- helpers -----------------------------------------------------------------
 
@@ -387,22 +339,9 @@ def _check_status(status: object) -> None:
         raise UsageError(f"unknown message status '{status}'", "use one of: " + ", ".join(STATUSES))
 
 
-def _one_line(text: str, width: int) -> str:
+def one_line(text: str, width: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def _stats_line(stats: dict) -> str:
-    parts = []
-    if stats.get("prompt_tokens"):
-        parts.append(f"{stats['prompt_tokens']} prompt tokens")
-    if stats.get("new_tokens"):
-        parts.append(f"{stats['new_tokens']} new tokens")
-    if stats.get("ttft_s") is not None:
-        parts.append(f"first token {stats['ttft_s']:.2f} s")
-    if stats.get("decode_tok_s") is not None:
-        parts.append(f"{stats['decode_tok_s']:.1f} tok/s")
-    return ", ".join(parts) or json.dumps(stats, ensure_ascii=False)
 
 
 def iso_time(seconds: float) -> str:

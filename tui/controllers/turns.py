@@ -2,9 +2,10 @@
 
 ``Turns`` owns the conversation, the sampling parameters and the turn being
 generated. Generation runs in a thread worker (``pump.pump_generation``) that
-posts ``TokensArrived`` batches and one ``TurnDone``; the app routes them
-here, and the handlers only put text on screen and save it. What the reply
-says is the backend's: ``TurnDone`` carries the whole text.
+posts ``TokensArrived`` batches straight to the reply widget and then one
+``TurnDone`` to it, which bubbles to the app (so it comes after every batch)
+and is routed here to finish and save the turn. What the reply says is the
+backend's: ``TurnDone`` carries the whole text.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from backends.memory.turn import context_projection
 from backends.prompt.check import PromptCheck
 from backends.prompt.truncation import truncation_rule
 
-from ..messages import ConversationChanged, TokensArrived, TurnDone, TurnWontFit
-from ..pump import Pace, pump_generation
+from ..messages import ConversationChanged, TurnDone, TurnWontFit
+from ..pump import pump_generation
 from ..screens.fit import FitScreen
 from ..session import Recorder
 from ..widgets.chat import Reply, UserMessage, last_code_block
@@ -47,7 +48,6 @@ class Turn:
     stop_event: threading.Event
     started: float
     finished: threading.Event  # set when the generation thread is over
-    pace: Pace  # how often the worker sends text: as often as the chat can draw it cheaply
     check_memory: bool = True  # False once the user chose to send a turn that may not fit
 
 
@@ -107,9 +107,10 @@ class Turns:
         slot = self.models.current
         handle = slot.handle
         reply = await self.chat.add_reply(slot.label)
+        reply.on_progress = lambda n: self.status.set(state=f"generating · {n:,} tokens")
         self.turn_count += 1
         turn = Turn(self.turn_count, reply, self.record("assistant", "", status="partial", model=slot.label),
-                    threading.Event(), time.perf_counter(), threading.Event(), Pace(), check_memory)
+                    threading.Event(), time.perf_counter(), threading.Event(), check_memory)
         self.turn = turn
         self.status.set(state="generating", ttft_s=None, tok_s=None)
         self.app.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(),
@@ -125,8 +126,8 @@ class Turns:
                     self.app.post_message(TurnWontFit(turn.index, fit))
                     return None
             generation = handle.stream(messages, params, stop_event=turn.stop_event)
-            result = pump_generation(generation, self.app.post_message, turn.index,
-                                     checkpoint=partial(self.recorder.checkpoint, turn.message_id), pace=turn.pace)
+            result = pump_generation(generation, turn.reply.post_message, turn.index, pace=turn.reply.pace,
+                                     checkpoint=partial(self.recorder.checkpoint, turn.message_id))
             generation.join(5)
             return result
         finally:
@@ -171,14 +172,6 @@ class Turns:
             await self.take_back_last_message()
 
     # -- while it streams ----------------------------------------------------------------------
-
-    async def tokens_arrived(self, message: TokensArrived) -> None:
-        turn = self.turn
-        if turn is None or message.turn != turn.index:
-            return
-        if await turn.reply.write(message.text, message.n_tokens):
-            self.status.set(state=f"generating · {turn.reply.n_tokens} tokens")
-        turn.pace.interval = turn.reply.flush_interval
 
     async def turn_done(self, message: TurnDone) -> None:
         turn = self.turn
@@ -238,6 +231,7 @@ class Turns:
             return None
         turn, self.turn = self.turn, None
         turn.stop_event.set()
+        turn.reply.freeze()
         self.finish_record(turn.message_id, turn.reply.text, "stopped", None)
         return turn.finished
 

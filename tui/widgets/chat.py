@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import re
 import time
+from typing import Callable
 
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.widgets import Markdown, Static
 
+from backends.core.events import stats_parts
 from backends.core.sanitize import visible_text
+
+from ..messages import TokensArrived
+from ..pump import Pace
 
 #: Longer user messages are shown cut (the model still gets all of it), so a
 #: huge paste cannot stall the screen.
@@ -46,13 +51,7 @@ def last_code_block(text: str) -> str | None:
 
 def stats_line(model: str | None, stats: dict | None, stop_reason: str | None) -> str:
     parts = [model] if model else []
-    stats = stats or {}
-    if stats.get("new_tokens") is not None:
-        parts.append(f"{stats['new_tokens']} tokens")
-    if stats.get("ttft_s") is not None:
-        parts.append(f"TTFT {stats['ttft_s'] * 1000:.0f} ms")
-    if stats.get("decode_tok_s"):
-        parts.append(f"{stats['decode_tok_s']:.1f} tok/s")
+    parts += stats_parts(stats or {}, ("new", "ttft", "rate"))
     if stop_reason:
         parts.append({"eos": "done", "length": "hit max_new_tokens"}.get(stop_reason, stop_reason))
     return " · ".join(parts)
@@ -72,7 +71,12 @@ class Notice(Static):
 
 
 class Reply(Vertical):
-    """One assistant reply: a Markdown fed by a MarkdownStream while it streams."""
+    """One assistant reply: a Markdown fed by a MarkdownStream while it streams.
+
+    While it streams, the generation's pump posts ``TokensArrived`` to it
+    directly; ``pace`` tells the pump how often it wants them, and
+    ``on_progress(n_tokens)`` (when set) hears how far it got.
+    """
 
     def __init__(self, model: str, text: str = "", *, status: str | None = None,
                  stats: dict | None = None) -> None:
@@ -89,6 +93,9 @@ class Reply(Vertical):
         self._stats = Static(classes="stats")
         self._initial_stats = stats
         self.n_tokens = 0
+        self.pace = Pace()
+        self.on_progress: Callable[[int], None] | None = None
+        self._frozen = status is not None  # a finished reply takes no more text
 
     def compose(self):
         yield self._markdown
@@ -104,6 +111,16 @@ class Reply(Vertical):
 
     def set_stats(self, text: str) -> None:
         self._stats.update(Content(visible_text(text)))
+
+    async def on_tokens_arrived(self, message: TokensArrived) -> None:
+        if self._frozen:
+            return  # the turn was abandoned: what it had is saved, and shown
+        await self.write(message.text, message.n_tokens)
+        self.pace.interval = self.flush_interval
+
+    def freeze(self) -> None:
+        """Take no more streamed text (the turn was abandoned; what is shown is what is saved)."""
+        self._frozen = True
 
     async def write(self, delta: str, n_tokens: int) -> bool:
         """Take streamed text; returns True when it was put on screen now."""
@@ -136,9 +153,12 @@ class Reply(Vertical):
         if self._stream is None:
             self._stream = Markdown.get_stream(self._markdown)
         await self._stream.write(text)
+        if self.on_progress is not None:
+            self.on_progress(self.n_tokens)
 
     async def finish(self, text: str, status: str, stats: dict | None, stop_reason: str | None) -> None:
         """End of the reply: one full update puts back what streaming may have missed (code fences)."""
+        self._frozen = True
         if self._flush_timer is not None:
             self._flush_timer.stop()
             self._flush_timer = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from backends.core.params import SamplingParams
-from backends.generation.sink import TurnSink
+from backends.generation.runners.base import Sink
 from backends.hardware.devices import input_device
 from backends.prompt.view import PromptView
 
@@ -11,7 +11,7 @@ from backends.prompt.view import PromptView
 class GenerateRunner:
     """transformers' ``generate()`` with a token-ID streamer and a stop criterion."""
 
-    def run(self, model, view: PromptView, params: SamplingParams, sink: TurnSink) -> list[int]:
+    def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer

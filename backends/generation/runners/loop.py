@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from backends.core.errors import GenerationError
 from backends.core.params import SamplingParams
+from backends.generation.runners.base import Sink
 from backends.hardware.devices import input_device
 from backends.loading.forward_call import (
     ForwardCall,
@@ -79,7 +80,7 @@ class LoopRunner:
 
     name = "loop"
 
-    def run(self, model, view: PromptView, params: SamplingParams, sink) -> list[int]:
+    def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         import torch
 
         device = input_device(model)

@@ -17,6 +17,7 @@ from backends.core.errors import (
     UsageError,
 )
 from backends.core.params import SamplingParams
+from backends.generation.runners.base import Sink
 from backends.generation.runners.loop import capture_first_forward
 from backends.generation.runners.native_family import (
     NativeFamily,
@@ -93,7 +94,7 @@ class NativeRunner:
         return _key(messages[:-1]) == self._after
 
     # -- a turn ---------------------------------------------------------------------------
-    def run(self, model, view: PromptView, params: SamplingParams, sink) -> list[int]:
+    def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         messages = self.family.messages_for(view)
         tap = _tap_class()(sink, params.max_new_tokens)
         texts = TextTokens(self._encode, self._decode)

@@ -31,11 +31,11 @@ from backends.checkpoint.consent import require_consent
 from backends.checkpoint.locate import Located
 from backends.checkpoint.remote_code import model_class_ref
 from backends.checkpoint.weight_files import weight_files
-from backends.core.errors import MissingPackageError, ModelLoadError
+from backends.core.errors import MissingPackageError, ModelLoadError, first_line
 from backends.core.files import read_json
 from backends.core.progress import Progress
 from backends.core.spec import ModelSpec
-from backends.core.units import first_line, format_bytes
+from backends.core.units import format_bytes
 from backends.hardware.devices import describe_device
 from backends.hardware.dtype import resolve_dtype
 from backends.hardware.placement import resolve_device_map

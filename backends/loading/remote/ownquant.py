@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from backends.core.errors import ModelLoadError
-from backends.core.units import first_line
+from backends.core.errors import ModelLoadError, first_line
 from backends.loading.forward_call import ForwardCall, split_output
 
 

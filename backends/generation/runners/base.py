@@ -1,0 +1,33 @@
+"""What a runner sees of a turn, and what it must do: the two small protocols every runner keeps to.
+
+A runner turns a prompt's IDs into new token IDs with one model. It reports to
+a ``Sink`` (``generation.sink.TurnSink`` in practice) and never sees the
+handle, the queue or the screen.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from backends.core.params import SamplingParams
+from backends.prompt.view import PromptView
+
+
+class Sink(Protocol):
+    stop_ids: list[int]  # end-of-turn tokens: generation ends after one of them
+    captured: list[int] | None  # what ``capture`` kept, once it was called
+
+    @property
+    def stopped(self) -> bool:
+        """True once the turn was asked to stop: end before the next token."""
+
+    def capture(self, ids) -> None:
+        """The IDs the model's first forward call received (later calls are ignored)."""
+
+    def token(self, token_id: int) -> None:
+        """One generated token, as soon as it is known."""
+
+
+class Runner(Protocol):
+    def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
+        """Generate a reply to ``view.ids``; returns the new token IDs (end-of-turn token included)."""
