@@ -3,15 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import os
 import signal
-import struct
-import subprocess
-import sys
-import termios
-import threading
 import time
 from pathlib import Path
 
@@ -25,6 +19,7 @@ from app_helpers import (  # noqa: F401
     wait_for,
     wait_loaded,
 )
+from terminal import TerminalApp, wait_until
 
 from backends.core.paths import data_dir
 from backends.storage.store import Store
@@ -35,58 +30,11 @@ from tui.widgets.chat import Reply, UserMessage
 ROOT = Path(__file__).resolve().parent.parent
 
 
-class TerminalApp:
-    """``llm-tui MODEL`` running in a pseudo-terminal, as over SSH."""
-
-    def __init__(self, *args: str) -> None:
-        master, slave = os.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-        env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "24"}
-        self.process = subprocess.Popen([sys.executable, "-m", "tui.cli", *args], stdin=slave, stdout=slave,
-                                        stderr=slave, cwd=ROOT, env=env, start_new_session=True)
-        os.close(slave)
-        self.master = master
-        self.output = bytearray()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        while True:
-            try:
-                chunk = os.read(self.master, 65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            self.output += chunk
-
-    def type(self, text: str) -> None:
-        os.write(self.master, text.encode())
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.process.wait(10)
-        try:
-            os.close(self.master)
-        except OSError:
-            pass
-
-
 def long_reply_config() -> None:
     from backends.core.paths import config_dir
 
     config_dir().mkdir(parents=True, exist_ok=True)
-    (config_dir() / "config.toml").write_text("[defaults]\nmax_new_tokens = 100000\ntemperature = 0\n")
-
-
-def wait_until(predicate, timeout: float, what: str, app: TerminalApp) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if app.process.poll() is not None or time.monotonic() > deadline:
-            tail = bytes(app.output[-2000:]).decode("utf-8", "replace")
-            raise AssertionError(f"{what}: exit code {app.process.poll()}; terminal tail: {tail!r}")
-        time.sleep(0.2)
+    (config_dir() / "config.toml").write_text("[defaults]\nmax_new_tokens = 8000\ntemperature = 0\n")
 
 
 def stored_reply(db: Path):
@@ -151,7 +99,7 @@ def test_hang_up_saves_the_partial_reply_and_exits(long_handle):
         app = LlmTuiApp(AppSettings(), handles={0: long_handle})
         async with app.run_test(size=(100, 30)) as pilot:
             await wait_loaded(pilot, app)
-            app.turns.params = app.turns.params.with_value("max_new_tokens", "100000")
+            app.turns.params = app.turns.params.with_value("max_new_tokens", "8000")
             app.input.load_text("keep going")
             await pilot.press("enter")
             await wait_for(pilot, lambda: app.turns.turn is not None and app.turns.turn.reply.n_tokens >= 10)

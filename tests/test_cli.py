@@ -114,7 +114,7 @@ def test_inspect_loads_no_weights(tiny_model_dir, tmp_path):
 
 def test_ctrl_c_keeps_the_partial_reply_and_exits_130(tiny_long_model_dir):
     proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "run", str(tiny_long_model_dir), "-p", "go", "--json",
-                             "--temperature", "0", "--max-new-tokens", "100000"],
+                             "--temperature", "0", "--max-new-tokens", "8000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first = proc.stdout.readline()
     assert json.loads(first)["type"] == "token"
@@ -268,6 +268,6 @@ def test_max_prompt_tokens_cuts_the_same_prompt_in_inspect_and_run(tiny_model_di
     assert capped.returncode == 0, capped.stderr
     warning = [ln for ln in capped.stderr.splitlines() if "this turn needs" in ln]
     assert len(warning) == 1 and "under --max-memory" in warning[0]
-    assert re.search(r"--max-prompt-tokens \d+ would fit by leaving out the oldest messages", warning[0])
+    assert re.search(r"--max-prompt-tokens \d+ keeps the prompt within it by leaving out the oldest messages", warning[0])
     bad = llm_tui("inspect", str(tiny_model_dir), "--messages", str(path), "--max-prompt-tokens", "0")
     assert bad.returncode == 2 and "max_prompt_tokens 0 is out of range" in one_clear_line(bad)

@@ -97,7 +97,7 @@ def test_alias_spec_fills_gaps_from_defaults(tmp_path):
     spec = config.model_spec("qwen")
     assert spec == ModelSpec(source="/models/Qwen-7B-Chat", quant="nf4", dtype="fp16", device_map="cuda:0",
                              trust_remote_code=True, engine="auto", alias="qwen")
-    assert spec.label == "qwen"
+    assert spec.label == "qwen · nf4"  # the alias, and how it is quantized
     smol = config.model_spec("smol")
     assert (smol.quant, smol.dtype, smol.device_map, smol.engine, smol.trust_remote_code) == (
         "none", "bf16", "cpu", "generate", False)

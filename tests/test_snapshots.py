@@ -200,3 +200,40 @@ def test_fit_screen(snap_compare, snap_model_dir, saved_chats, monkeypatch, size
         await pilot.pause(0.1)
 
     assert snap_compare(make_app(handle), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_context_fit_screen(snap_compare, snap_handle, saved_chats, size):
+    """A turn past the model's context: truncate or a shorter reply, never "send anyway"."""
+    from backends.core.params import SamplingParams
+    from backends.memory.fit import plan_turn
+    from tui.screens.fit import FitScreen
+
+    context = snap_handle.info.max_context
+    messages = []
+    for n in range(4):
+        messages += [{"role": "user", "content": f"question {n} " + "word " * 1500},
+                     {"role": "assistant", "content": f"answer {n} " + "text " * 300}]
+    messages.append({"role": "user", "content": "and the last question?"})
+    fit = plan_turn(snap_handle, messages, SamplingParams(max_new_tokens=1024))
+    assert fit.over == "context" and fit.can_truncate and fit.reply_room and fit.prompt_tokens < context
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.push_screen(FitScreen(fit))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_damaged_database_screen(snap_compare, snap_handle, saved_chats, size):
+    from tui.screens.damaged_store import DamagedStoreScreen
+
+    async def run_before(pilot):
+        await settle(pilot)
+        pilot.app.push_screen(DamagedStoreScreen("~/.local/share/llm-tui/llm-tui.sqlite3",
+                                                 "*** in database main *** Page 6: btreeInitPage() returns error code 11"))
+        await pilot.pause(0.1)
+
+    assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)

@@ -16,7 +16,7 @@ from backends.core.events import Stats
 from backends.core.params import SamplingParams
 from backends.storage.export import conversation_json, conversation_markdown
 from backends.storage.migrations import SCHEMA_VERSION, migrate
-from backends.storage.store import DB_NAME, STATUSES, Store
+from backends.storage.store import DB_NAME, STATUSES, Store, StoreDamaged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,8 +79,10 @@ def test_newer_schema_is_refused_with_a_clear_line(db_path):
 
 def test_a_file_that_is_not_a_database(db_path):
     db_path.write_bytes(b"this is not sqlite at all, just some text" * 10)
-    with pytest.raises(LlmTuiError, match="not a usable llm-tui database"):
+    before = db_path.read_bytes()
+    with pytest.raises(StoreDamaged, match=r"is damaged \(file is not a database\); nothing is saved"):
         Store(db_path)
+    assert db_path.read_bytes() == before  # left as it was
 
 
 def test_round_trip(store):

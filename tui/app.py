@@ -37,6 +37,7 @@ from .controllers.turns import Turns
 from .keys import APP_BINDINGS, PALETTE_TITLES
 from .messages import (
     ConversationChanged,
+    DatabaseDamaged,
     LoadProgress,
     ModelReady,
     NeedsConsent,
@@ -49,6 +50,7 @@ from .messages import (
     TurnWontFit,
 )
 from .screens.help import HelpScreen
+from .screens.main import MainScreen
 from .session import Recorder
 from .settings import AppSettings, spec_for
 from .widgets.chat import ChatLog
@@ -94,7 +96,8 @@ class LlmTuiApp(App[int]):
                            system=settings.system or getattr(defaults, "system", None))
         self.preview = PromptPreview(self, self.models, self.turns, prompt_input=self.input,
                                      inspector=self.inspector, status=self.status)
-        self.sessions = Sessions(self, self.recorder, self.turns, chat=self.chat)
+        self.sessions = Sessions(self, self.recorder, self.turns, chat=self.chat, status=self.status)
+        self.recorder.on_damaged = lambda err: self.post_message(DatabaseDamaged(err))  # from any thread
         self.profiles = Profiles(self, self.models, self.turns, chat=self.chat, status=self.status, meter=self.meter)
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input)
@@ -102,6 +105,7 @@ class LlmTuiApp(App[int]):
         self.turns.gate = self.profiles.refuse_turns
         self.models.before_switch = self._release_model
         self.models.on_activated = self._model_activated
+        self.models.on_gave_up = self.turns.drop_waiting
 
         if config is not None and not settings.frozen:
             if getattr(defaults, "theme", None) and defaults.theme in self.available_themes:
@@ -110,6 +114,9 @@ class LlmTuiApp(App[int]):
                 self.set_keymap(config.keys)
 
     # -- layout and start ----------------------------------------------------------------------
+
+    def get_default_screen(self) -> MainScreen:
+        return MainScreen(self.input)
 
     def compose(self):
         with Horizontal(id="main"):
@@ -137,8 +144,8 @@ class LlmTuiApp(App[int]):
     def _install_signal_handlers(self) -> None:
         try:
             loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGHUP, self.hang_up)
-            loop.add_signal_handler(signal.SIGTERM, self.hang_up)
+            loop.add_signal_handler(signal.SIGHUP, self.hang_up, 128 + signal.SIGHUP)
+            loop.add_signal_handler(signal.SIGTERM, self.hang_up, 128 + signal.SIGTERM)
         except (NotImplementedError, RuntimeError, ValueError, AttributeError):
             pass  # not the main thread, or no such signal here
 
@@ -157,6 +164,7 @@ class LlmTuiApp(App[int]):
                                                         "device": info.device})
         self.profiles.model_activated(slot.handle)
         self.preview.schedule(now=True)
+        self.call_later(self.turns.answer_waiting)
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         try:
@@ -165,12 +173,15 @@ class LlmTuiApp(App[int]):
                 if not await self.slash.run(parsed):
                     self.input.accept()
                 return
-            self.turns.check_can_send()
+            self.turns.check_can_send(while_loading=True)
         except UsageError as err:
             self.chat.add_notice(str(err), error=True)  # the input keeps the text to fix
             return
         self.input.accept()
-        await self.turns.send(commands.literal(event.text))
+        if self.models.handle is None:  # the model is still loading
+            self.turns.queue(commands.literal(event.text))
+        else:
+            await self.turns.send(commands.literal(event.text))
 
     def on_prompt_input_completions(self, message: PromptInput.Completions) -> None:
         self.notify("  ".join(message.options), title="Tab completes", markup=False, timeout=4)
@@ -183,6 +194,9 @@ class LlmTuiApp(App[int]):
 
     def on_conversation_changed(self, message: ConversationChanged) -> None:
         self.preview.schedule(now=message.now)
+
+    def on_database_damaged(self, message: DatabaseDamaged) -> None:
+        self.sessions.damaged(message.error)
 
     def on_preview_ready(self, message: PreviewReady) -> None:
         self.preview.ready(message)
@@ -236,20 +250,20 @@ class LlmTuiApp(App[int]):
         """Keep the partial reply, stop generating and profiling, close the database; safe to call twice."""
         self.turns.abandon()
         self.profiles.stop()
-        if not self._closed and self.recorder.store is not None:
+        if not self._closed:
             self._closed = True
             try:
-                self.recorder.store.close()
+                self.recorder.close()
             except Exception:
                 pass
 
     def on_unmount(self) -> None:
         self.save_on_exit()
 
-    def hang_up(self) -> None:
-        """SIGHUP (the SSH session went away) or SIGTERM: save, then leave."""
+    def hang_up(self, code: int) -> None:
+        """SIGHUP (the SSH session went away: 129) or SIGTERM (143): save, then leave."""
         self.turns.abandon()
-        self.exit(return_code=129)
+        self.exit(return_code=code)
 
     async def action_quit(self) -> None:
         self.turns.abandon()

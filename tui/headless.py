@@ -12,7 +12,7 @@ import threading
 
 from backends.checkpoint.demo import ensure_demo
 from backends.core.conversation import load_messages, validate_messages
-from backends.core.errors import UsageError
+from backends.core.errors import LlmTuiError, UsageError
 from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
@@ -79,7 +79,7 @@ def cmd_run(args) -> int:
     params = params_from_args(args)
     spec = spec_from_args(args)
     handle = open_model(spec, _progress_printer())
-    _warn_if_turn_wont_fit(handle, messages, params)
+    _check_turn_fits(handle, messages, params)
     out = sys.stdout
     safe = visible_text if out.isatty() else (lambda s: s)
     generation = handle.stream(messages, params, threading.Event())
@@ -119,17 +119,23 @@ def cmd_run(args) -> int:
     return 130 if interrupted else 0
 
 
-def _warn_if_turn_wont_fit(handle, messages: list[dict], params: SamplingParams) -> None:
-    """One line on stderr when the memory check says this turn would not fit, with the budget that would."""
-
+def _check_turn_fits(handle, messages: list[dict], params: SamplingParams) -> None:
+    """A turn past the model's context is refused (one line naming the numbers and the flags
+    that fix it, exit 1); one that may not fit in memory gets a warning on stderr."""
     try:
         fit = plan_turn(handle, messages, params)
     except Exception:  # an estimate never stops a run
         return
     if fit.fits:
         return
-    hint = (f"; --max-prompt-tokens {fit.budget} would fit by {fit.rule}" if fit.can_truncate else "")
-    print(f"llm-tui: warning: {fit.verdict.message}{hint}", file=sys.stderr)
+    fixes = [f"--max-prompt-tokens {fit.budget} keeps the prompt within it by {fit.rule}"] if fit.can_truncate else []
+    if fit.over == "context":
+        if fit.reply_room:
+            fixes.append(f"--max-new-tokens {fit.reply_room} leaves the prompt whole")
+        if not fixes:
+            fixes.append("the last message alone is too long for the context: shorten it")
+        raise LlmTuiError(fit.message, "; ".join(fixes))
+    print(f"llm-tui: warning: {fit.message}" + (f"; {fixes[0]}" if fixes else ""), file=sys.stderr)
 
 
 def _stats_line(done) -> str:

@@ -16,6 +16,7 @@ from backends.core.events import DoneEvent
 from backends.memory.fit import TurnFit
 from backends.profile.measure import ProfileRow
 from backends.prompt.view import PromptView
+from backends.storage.store import StoreDamaged
 
 # -- a turn ---------------------------------------------------------------------------------------
 
@@ -136,3 +137,10 @@ class ConversationChanged(Message):
     """The conversation, the system prompt or the prompt budget changed: the preview is stale."""
 
     now: bool = True
+
+
+@dataclass
+class DatabaseDamaged(Message):
+    """The conversation database failed while in use: nothing more is written to it."""
+
+    error: StoreDamaged

@@ -4,23 +4,51 @@ The recorder knows the database ids of the conversation and of each of its
 messages, in the order of the chat (the system prompt is stored on the
 conversation, not as a message). Writes go straight to SQLite; the store is
 thread-safe, so a streaming reply can be saved from the generation worker.
+
+A database found damaged while the app runs (``database disk image is
+malformed``) is let go at once: nothing more is written to it, and
+``on_damaged`` hears why (the app keeps that line on screen).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import sqlite3
 import threading
 from pathlib import Path
+from typing import Callable
 
 from backends.storage.export import conversation_json, conversation_markdown
-from backends.storage.store import Store
+from backends.storage.locks import ConversationLock
+from backends.storage.store import Store, StoreDamaged
 
 _UNSET: object = object()
+
+
+def _guarded(method):
+    """A store call that meets a damaged database lets the database go (``Recorder.fail``) and carries on."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.DatabaseError as err:
+            self.fail(err)
+            return None
+
+    return run
 
 
 class Recorder:
     def __init__(self, store: Store | None) -> None:
         self.store = store
+        self.damaged: StoreDamaged | None = None
+        #: Set by ``open`` when another llm-tui was recording that conversation: (its id, that
+        #: process's id); this one then continues in a copy.
+        self.forked_from: tuple[int, int | None] | None = None
+        self._locks: ConversationLock | None = None
+        self.on_damaged: Callable[[StoreDamaged], None] = lambda error: None
         self.conversation_id: int | None = None
         self.message_ids: list[int] = []  # one per non-system message, in order
         self._lock = threading.Lock()
@@ -31,8 +59,28 @@ class Recorder:
         self._model: str | None = None
         self._meta: dict = {}
 
+    def fail(self, err: sqlite3.DatabaseError) -> StoreDamaged:
+        """The database broke under us: stop using it, say so once, and return the error."""
+        store, self.store = self.store, None
+        damaged = StoreDamaged(store.path if store is not None else Path("?"), str(err))
+        if store is not None:
+            store.abandon()
+        if self.damaged is None:
+            self.damaged = damaged
+            self.on_damaged(damaged)
+        return damaged
+
+    def start_over(self, store: Store, messages: list[tuple[str, str, str | None]]) -> None:
+        """Record into ``store`` from now on (a new database after a damaged one was moved aside),
+        beginning with the open conversation's ``(role, text, model)`` messages."""
+        self.store, self.damaged = store, None
+        self.new()
+        for role, text, model in messages:
+            self.add(role, text, model=model)
+
     # -- conversation ---------------------------------------------------------
 
+    @_guarded
     def configure(self, *, system: object = _UNSET, params: object = _UNSET,
                   model: object = _UNSET, meta: object = _UNSET) -> None:
         """What the next conversation starts with.
@@ -49,6 +97,17 @@ class Recorder:
         if self.store is not None and self.conversation_id is not None and now:
             self.store.update_conversation(self.conversation_id, **now)
 
+    def _conversation_lock(self) -> ConversationLock | None:
+        """The conversation lock beside this store's file (None for an in-memory store)."""
+        if self.store is None or str(self.store.path) == ":memory:":
+            return None
+        folder = self.store.path.parent / "locks"
+        if self._locks is None or self._locks.folder != folder:
+            if self._locks is not None:
+                self._locks.release()
+            self._locks = ConversationLock(folder)
+        return self._locks
+
     def _ensure(self) -> int | None:
         if self.store is None:
             return None
@@ -56,6 +115,8 @@ class Recorder:
             self.conversation_id = self.store.new_conversation(
                 self._model, self._system, self._params, meta=self._meta)
             self.message_ids = []
+            if (lock := self._conversation_lock()) is not None:
+                lock.acquire(self.conversation_id)
         elif self._pending_model:
             self.store.update_conversation(self.conversation_id, **self._pending_model)
         self._pending_model = {}
@@ -65,9 +126,32 @@ class Recorder:
         """The next message starts a new stored conversation."""
         self.conversation_id = None
         self.message_ids = []
+        if self._locks is not None:
+            self._locks.release()
+
+    def close(self) -> None:
+        """Let go of the conversation and close the database (safe to call twice)."""
+        if self._locks is not None:
+            self._locks.release()
+        store, self.store = self.store, None
+        if store is not None:
+            store.close()
 
     def open(self, conv_id: int):
         """Load a stored conversation and continue recording into it."""
+        try:
+            return self._open(conv_id)
+        except sqlite3.DatabaseError as err:
+            raise self.fail(err) from None
+
+    def _open(self, conv_id: int):
+        self.forked_from = None
+        lock = self._conversation_lock()
+        if lock is not None and not lock.acquire(conv_id):
+            holder = lock.holder(conv_id)
+            copy = self.store.copy_conversation(conv_id)
+            lock.acquire(copy)
+            self.forked_from, conv_id = (conv_id, holder), copy
         stored = self.store.load_conversation(conv_id)
         messages = [m for m in stored.messages if m.role != "system"]
         if messages and not messages[-1].content:  # killed before the reply's first words were saved
@@ -83,6 +167,7 @@ class Recorder:
 
     # -- messages ---------------------------------------------------------------
 
+    @_guarded
     def add(self, role: str, content: str, *, status: str = "complete", model: str | None = None) -> int | None:
         conv = self._ensure()
         if conv is None:
@@ -100,9 +185,12 @@ class Recorder:
                 return
             try:
                 self.store.update_message(msg_id, content=text, status="partial")
+            except sqlite3.DatabaseError as err:
+                self.fail(err)
             except Exception:
                 pass  # a missed checkpoint must not end the reply; the next one or the end saves it
 
+    @_guarded
     def finish(self, msg_id: int | None, text: str, status: str, done=None) -> None:
         if self.store is None or msg_id is None:
             return
@@ -114,6 +202,7 @@ class Recorder:
             self._finished.add(msg_id)
             self.store.update_message(msg_id, content=text, status=status, **extra)
 
+    @_guarded
     def drop(self, msg_id: int | None) -> None:
         """Forget a reply that ended with no text (it is the last message)."""
         if self.store is None or msg_id is None or msg_id not in self.message_ids:
@@ -122,6 +211,7 @@ class Recorder:
             self._finished.add(msg_id)
         self.truncate(self.message_ids.index(msg_id))
 
+    @_guarded
     def truncate(self, keep: int) -> None:
         """Drop every stored message after the first ``keep`` ones (regenerate, edit, clear)."""
         if self.store is None or self.conversation_id is None:
@@ -131,6 +221,7 @@ class Recorder:
 
     # -- exports ----------------------------------------------------------------
 
+    @_guarded
     def export(self, formats: tuple[str, ...], path: str | None, folder: Path) -> list[Path]:
         if self.store is None or self.conversation_id is None:
             return []

@@ -45,11 +45,15 @@ class ModelSpec:
 
     @property
     def label(self) -> str:
+        """The model's name as shown and saved; a quantized load says how (``qwen-7b · nf4``), so a
+        reply from it is never taken for one from the full-precision weights."""
         if self.alias:
-            return self.alias
-        if self.is_default:
-            return "SmolLM2-135M-Instruct (default)"
-        return str(self.source).rstrip("/").rsplit("/", 1)[-1]
+            name = self.alias
+        elif self.is_default:
+            name = "SmolLM2-135M-Instruct (default)"
+        else:
+            name = str(self.source).rstrip("/").rsplit("/", 1)[-1]
+        return name if self.quant == "none" else f"{name} · {self.quant}"
 
     def with_(self, **changes) -> "ModelSpec":
         return replace(self, **changes)

@@ -8,7 +8,7 @@ from backends.checkpoint.consent import require_consent
 from backends.checkpoint.locate import locate
 from backends.checkpoint.own_quantize import find_own_quantize
 from backends.checkpoint.remote_code import is_remote_model
-from backends.core.errors import UsageError
+from backends.core.errors import ModelLoadError, UsageError
 from backends.core.progress import Progress
 from backends.core.spec import OWN_LOADING_ENGINES, ModelSpec
 from backends.generation.handle import ModelHandle
@@ -37,6 +37,15 @@ def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
     return ModelHandle(loaded.model, loaded.tokenizer, prepared.family, spec, device=loaded.device,
                        dtype=loaded.dtype, path=str(loaded.located.path), runner=prepared.runner,
                        quant=getattr(loaded, "quant", None))
+
+
+def _own_code_failed(spec: ModelSpec, where: str, detail: str) -> ModelLoadError:
+    """The true cause when a remote-code checkpoint fails on the --engine generate path."""
+    import transformers
+
+    return ModelLoadError(f"'{spec.label}' runs its own code, and that code does not work with transformers "
+                          f"{transformers.__version__}'s {where}: {detail}",
+                          "use --engine auto: llm-tui loads it with its own loader and decode loop")
 
 
 @dataclass
@@ -77,7 +86,12 @@ def prepare(spec: ModelSpec, progress: Progress | None = None) -> Prepared:
     else:
         if remote:
             install_import_standins()
-        loaded = load(spec, progress)
+        try:
+            loaded = load(spec, progress)
+        except ModelLoadError as err:
+            if not remote:
+                raise
+            raise _own_code_failed(spec, "from_pretrained()", err.problem) from None
         if remote:
             report = guard_buffers(loaded.model, label=spec.label)
             for note in report.notes:
@@ -91,5 +105,5 @@ def prepare(spec: ModelSpec, progress: Progress | None = None) -> Prepared:
     elif engine == "loop" or (engine == "auto" and remote):
         runner = LoopRunner()
     else:
-        runner = GenerateRunner()
+        runner = GenerateRunner(own_code=spec.label if remote else None)
     return Prepared(loaded, family, runner)

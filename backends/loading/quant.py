@@ -91,28 +91,41 @@ def bnb_config(method: str, compute_dtype, double_quant: bool = False):
     """A transformers ``BitsAndBytesConfig`` for nf4, fp4 or int8."""
     from transformers import BitsAndBytesConfig
 
+    quiet_bitsandbytes_notices()
     if method == "int8":
-        quiet_int8_cast_warning()
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=method,
                               bnb_4bit_compute_dtype=compute_dtype,
                               bnb_4bit_use_double_quant=bool(double_quant))
 
 
-class _DropCastNotice(logging.Filter):
+class _DropNotice(logging.Filter):
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "inputs will be cast" not in str(record.msg)
+        return self.text not in str(record.msg)
 
 
-_INT8_LOGGER = "bitsandbytes.autograd._functions"
+#: Notices bitsandbytes logs that say nothing the user can act on, by logger.
+_BNB_NOTICES = {
+    # on every int8 matmul with fp32 or bf16 inputs: thousands of lines per reply, across the TUI's screen
+    "bitsandbytes.autograd._functions": "inputs will be cast",
+    # on import, on CPUs with AVX512-BF16: an optional faster kernel from the hub; the built-in one runs
+    "bitsandbytes.backends.cpu.ops": "Failed to load CPU gemm_4bit_forward",
+    # the same kernel, looked up by the kernels package with the hub offline
+    "kernels._internals.hf_hub": "Skipping publisher trust check",
+}
 
 
-def quiet_int8_cast_warning() -> None:
-    """bitsandbytes logs "inputs will be cast ... to float16" on every int8 matmul with fp32 or
-    bf16 inputs (thousands of stderr lines per reply, across the TUI's screen); drop that one notice."""
-    logger = logging.getLogger(_INT8_LOGGER)
-    if not any(isinstance(f, _DropCastNotice) for f in logger.filters):
-        logger.addFilter(_DropCastNotice())
+def quiet_bitsandbytes_notices() -> None:
+    """Drop bitsandbytes' notices that say nothing the user can act on (``_BNB_NOTICES``);
+    called before bitsandbytes is imported."""
+    for name, text in _BNB_NOTICES.items():
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropNotice) and f.text == text for f in logger.filters):
+            logger.addFilter(_DropNotice(text))
 
 
 def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
@@ -135,7 +148,7 @@ def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
         if check_packages:
             require_packages(existing.method, on_gpu=on_gpu, purpose=f"loading '{label}' ({existing.detail})")
         if name == "int8":
-            quiet_int8_cast_warning()
+            quiet_bitsandbytes_notices()
         bits = effective_bits(name or existing.method, bits=existing.bits, group_size=existing.group_size,
                               double_quant=bool(existing.raw.get("bnb_4bit_use_double_quant")))
         return QuantPlan(method=existing.method, config=None, checkpoint=existing,
@@ -155,7 +168,7 @@ def plan_quantization(spec, located, load_dtype=None, *, on_gpu: bool = False,
     if wanted in CHECKPOINT_METHODS:
         raise UsageError(f"--quant {wanted} loads {wanted.upper()} checkpoints, and '{label}' is not one "
                          "(its config.json has no quantization_config)",
-                         f"give a {wanted.upper()} checkpoint, or use --quant nf4 or int8 to quantize while loading")
+                         f"give {'an' if wanted == 'awq' else 'a'} {wanted.upper()} checkpoint, or use --quant nf4 or int8 to quantize while loading")
     if check_packages:
         require_packages(wanted, on_gpu=on_gpu, purpose=f"--quant {wanted}")
     config = None
@@ -188,7 +201,7 @@ def own_quantize_plan(spec, located, *, on_gpu: bool = False, check_packages: bo
         if check_packages:
             require_own_quantize(own, bits, device="cuda" if on_gpu else "cpu", label=label)
         if "bitsandbytes" in own.packages(bits):  # Baichuan2's quantizer is bitsandbytes
-            quiet_int8_cast_warning()
+            quiet_bitsandbytes_notices()
         return QuantPlan(method=wanted, weight_bits=effective_bits(wanted), own_bits=bits)
     if not refuse:
         return None

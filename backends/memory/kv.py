@@ -123,8 +123,15 @@ def kv_cache_bytes(config, tokens: int, dtype="float32") -> int:
     return int(total)
 
 
+#: The largest prefill chunk an engine feeds in one forward call (``generation.prefill``): the
+#: prefill's working memory is that of one chunk, however long the prompt.
+PREFILL_CHUNK_MAX = 2048
+
+
 def activation_bytes(config, tokens: int, dtype="float32") -> int:
-    """Working memory for a forward pass over ``tokens`` tokens (hidden states and the MLP's widest point)."""
+    """Working memory of the prefill of ``tokens`` tokens (hidden states and the MLP's widest point
+    of one chunk of at most ``PREFILL_CHUNK_MAX`` tokens)."""
+    tokens = min(int(tokens), PREFILL_CHUNK_MAX)
     config = text_config(config)
     hidden = int(_get(config, "hidden_size", "n_embd", "d_model", default=0) or 0)
     inter = int(_get(config, "intermediate_size", "ffn_hidden_size", "n_inner", default=4 * hidden) or 4 * hidden)

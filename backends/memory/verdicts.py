@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from typing import Literal
 
 from backends.checkpoint.headers import read_checkpoint_config
 from backends.core.errors import ModelLoadError
@@ -43,11 +44,15 @@ CUDA_CONTEXT_BYTES = 512 * 2**20
 # -- verdicts -------------------------------------------------------------------
 
 
+#: "ok": fits; "warn": close to the limit; "refuse": would not fit.
+VerdictLevel = Literal["ok", "warn", "refuse"]
+
+
 @dataclass(frozen=True)
 class MemoryVerdict:
     """Will it fit? ``level`` is "ok", "warn" or "refuse"; ``message`` is the one line to show."""
 
-    level: str
+    level: VerdictLevel
     needed_bytes: int
     free_bytes: int | None
     weights_bytes: int

@@ -5,7 +5,6 @@ a stop event is checked between lengths and decode steps."""
 
 from __future__ import annotations
 
-import inspect
 import threading
 import time
 from contextlib import nullcontext
@@ -13,9 +12,11 @@ from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 from backends.core.errors import LlmTuiError, ModelLoadError
+from backends.generation.runners.prefill import Stopped, prefill
 from backends.hardware.devices import input_device, model_devices
 from backends.hardware.peak import PeakMemory
 from backends.hardware.release import is_out_of_memory, release_memory
+from backends.loading.forward_call import ForwardCall, split_output
 from backends.memory.kv import cache_nbytes, kv_cache_bytes, model_kv_dtype
 from backends.profile.lengths import synthetic_ids
 
@@ -49,16 +50,21 @@ COLUMNS = ("context_tokens", "peak_bytes", "base_bytes", "kv_bytes", "kv_bytes_p
 Progress = Callable[[str, "float | None"], None]
 
 
-def _forward_kwargs(model) -> dict:
-    try:
-        names = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return {}
-    if "logits_to_keep" in names:
-        return {"logits_to_keep": 1}  # the prefill's full logits would dwarf the KV cache
-    if "num_logits_to_keep" in names:
-        return {"num_logits_to_keep": 1}
-    return {}
+class _StopFlag:
+    """The part of a turn's sink the chunked prefill reads: whether to stop."""
+
+    def __init__(self, stop_event: threading.Event | None) -> None:
+        self.stop_event = stop_event
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop_event is not None and self.stop_event.is_set()
+
+
+def _forward(model):
+    """forward(ids, cache, start) -> (logits, cache), as the engines call it (last position's logits only)."""
+    call = ForwardCall.for_model(model)
+    return lambda ids, cache, start: split_output(call(model, ids, cache, start))
 
 
 def _sync(devices) -> None:
@@ -91,7 +97,7 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
     vocab = getattr(config, "vocab_size", None)
     devices = model_devices(model)
     device = input_device(model)
-    extra = _forward_kwargs(model)
+    forward = _forward(model)
     kv_dtype = model_kv_dtype(model)
     lock = getattr(handle, "_lock", None) or nullcontext()
     rows: list[ProfileRow] = []
@@ -101,7 +107,7 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
 
     with lock:
         if not stopped():
-            _warm_up(model, tokenizer, vocab, device, extra)
+            _warm_up(forward, tokenizer, vocab, device)
         for number, length in enumerate(lengths):
             if stopped():
                 break
@@ -111,11 +117,15 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
             row = ProfileRow(context_tokens=length, decode_tokens=decode_tokens)
             failed = False
             try:
-                row = _measure(model, ids, decode_tokens, devices, extra, stop_event)
+                measured = _measure(forward, ids, decode_tokens, devices, stop_event)
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
                 failed = True
+            else:
+                if measured is None:  # stopped during its prefill: no row for this length
+                    break
+                row = measured
             del ids
             if failed:
                 release_memory()
@@ -137,35 +147,38 @@ def profile_rows(handle, lengths: list[int], decode_tokens: int = 32, *,
     return rows
 
 
-def _warm_up(model, tokenizer, vocab, device, extra: dict) -> None:
+def _warm_up(forward, tokenizer, vocab, device) -> None:
     """One short forward pass first: weights memory-mapped from disk are paged in and lazy
     initialisation happens here, not inside the first measured row."""
     import torch
 
     ids = torch.tensor([synthetic_ids(tokenizer, 8, vocab)], dtype=torch.long, device=device)
     with torch.inference_mode():
-        out = model(input_ids=ids, use_cache=True, **extra)
-        token = out.logits[:, -1:].argmax(-1)
-        model(input_ids=token, past_key_values=out.past_key_values, use_cache=True, **extra)
-    del out, token, ids
+        logits, cache = forward(ids, None, 0)
+        forward(logits[:, -1:].argmax(-1), cache, ids.shape[1])
+    del logits, cache, ids
     release_memory()
 
 
-def _measure(model, ids, decode_tokens: int, devices, extra: dict,
-             stop_event: threading.Event | None = None) -> ProfileRow:
+def _measure(forward, ids, decode_tokens: int, devices,
+             stop_event: threading.Event | None = None) -> ProfileRow | None:
+    """One length: the chunked prefill a turn does, then ``decode_tokens`` single steps.
+    None when it was stopped during the prefill."""
     import torch
 
     length = ids.shape[1]
     with torch.inference_mode(), PeakMemory(devices) as peak:
         _sync(devices)
         start = time.perf_counter()
-        out = model(input_ids=ids, use_cache=True, **extra)
+        try:
+            logits, cache, fed = prefill(forward, ids, _StopFlag(stop_event))
+        except Stopped:
+            return None
         _sync(devices)
         prefill_s = time.perf_counter() - start
-        cache = out.past_key_values
         kv = cache_nbytes(cache)
-        token = out.logits[:, -1:].argmax(-1)
-        del out
+        token = logits[:, -1:].argmax(-1)
+        del logits
         decode_s = 0.0
         decoded = 0
         if decode_tokens > 0:
@@ -174,10 +187,10 @@ def _measure(model, ids, decode_tokens: int, devices, extra: dict,
                 if stop_event is not None and stop_event.is_set():
                     break
                 decoded += 1
-                out = model(input_ids=token, past_key_values=cache, use_cache=True, **extra)
-                cache = out.past_key_values
-                token = out.logits[:, -1:].argmax(-1)
-                del out
+                logits, cache = forward(token, cache, fed)
+                fed += 1
+                token = logits[:, -1:].argmax(-1)
+                del logits
             _sync(devices)
             decode_s = time.perf_counter() - start
         del cache, token

@@ -101,6 +101,27 @@ class StoredConversation:
 _UNSET: object = object()
 
 
+class StoreDamaged(LlmTuiError):
+    """The database file is damaged (or is not a database): nothing is written to it."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(f"the conversation database '{path}' is damaged ({detail}); nothing is saved to it",
+                         "F3 moves it aside and starts a new one")
+        self.path = path
+        self.detail = detail
+
+
+def move_aside(path: Path) -> Path:
+    """Rename a damaged database (and its -wal and -shm files) out of the way; returns its new name."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        part = Path(str(path) + suffix)
+        if part.exists():
+            part.rename(Path(str(target) + suffix))
+    return target
+
+
 class Store:
     """Conversations in one SQLite file (``llm-tui.sqlite3`` in the data dir by default)."""
 
@@ -118,6 +139,7 @@ class Store:
                               "check the folder's permissions or set LLM_TUI_DATA_DIR") from None
         self._db.row_factory = sqlite3.Row
         try:
+            self._check_integrity()
             if not in_memory:
                 self._db.execute("PRAGMA journal_mode=WAL")
             # In WAL mode NORMAL survives a killed process; only power loss can drop the last commit.
@@ -126,17 +148,38 @@ class Store:
             migrate(self._db)
         except sqlite3.DatabaseError as err:
             self._db.close()
-            raise LlmTuiError(f"'{self.path}' is not a usable llm-tui database ({err})",
-                              "move the file away, or set LLM_TUI_DATA_DIR to use another folder") from None
+            raise StoreDamaged(self.path, str(err)) from None
+        except StoreDamaged:
+            self._db.close()
+            raise
         except LlmTuiError:
             self._db.close()
             raise
 
     # -- lifecycle --------------------------------------------------------
 
+    def _check_integrity(self) -> None:
+        """``PRAGMA quick_check`` before anything is written: a damaged file is never made worse."""
+        problems = [row[0] for row in self._db.execute("PRAGMA quick_check").fetchall()]
+        if problems != ["ok"]:
+            raise StoreDamaged(self.path, "; ".join(problems[:2]))
+
     def close(self) -> None:
+        """Fold the write-ahead log into the database (no -wal file is left behind), then close."""
         with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                pass  # closing still folds what it can
             self._db.close()
+
+    def abandon(self) -> None:
+        """Close without writing anything more (a damaged file is left as it is)."""
+        with self._lock:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
 
     def __enter__(self) -> "Store":
         return self
@@ -172,6 +215,26 @@ class Store:
             (title, now, now, model, system, _dump(params) or "{}", _dump(meta) or "{}"),
         )
         return int(cursor.lastrowid)
+
+    def copy_conversation(self, conv_id: int, title_suffix: str = " (copy)") -> int:
+        """A new conversation with the same settings and messages; returns its id."""
+        now = time.time()
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM conversations WHERE id = ?", (conv_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"there is no saved conversation {conv_id}")
+            cursor = db.execute(
+                "INSERT INTO conversations (title, created, updated, model, system, params, meta)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                ((row["title"] or "") + title_suffix if row["title"] else "", now, now, row["model"],
+                 row["system"], row["params"], row["meta"]))
+            new_id = int(cursor.lastrowid)
+            db.execute(
+                "INSERT INTO messages (conversation_id, position, role, content, status, model, stats,"
+                " prompt_ids, captured_ids, created)"
+                " SELECT ?, position, role, content, status, model, stats, prompt_ids, captured_ids, created"
+                " FROM messages WHERE conversation_id = ? ORDER BY position", (new_id, conv_id))
+        return new_id
 
     def update_conversation(self, conv_id: int, *, model: object = _UNSET, system: object = _UNSET,
                             params: object = _UNSET, meta: object = _UNSET) -> None:

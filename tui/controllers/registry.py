@@ -3,9 +3,10 @@
 Each slot is a spec (from the command line, the config, the picker or
 ``/model``) and, once loaded, its handle. Loading runs in a thread worker that
 reports with ``LoadProgress``, ``ModelReady`` or ``NeedsConsent``; the app
-routes those here. Two hooks, set by the app, connect the registry to the rest
+routes those here. Hooks set by the app connect the registry to the rest
 without it knowing them: ``before_switch`` (stop what uses the model now; it
-returns an event to wait for before unloading) and ``on_activated``.
+returns an event to wait for before unloading), ``on_activated`` and
+``on_gave_up`` (a load ended without a model).
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ class ModelRegistry:
         self.before_switch: Callable[[], threading.Event | None] = lambda: None
         #: A model became the active one.
         self.on_activated: Callable[[Slot], None] = lambda slot: None
+        #: A load ended without a model (it failed, or its code was not allowed to run).
+        self.on_gave_up: Callable[[], None] = lambda: None
 
     # -- slots ---------------------------------------------------------------------------------
 
@@ -151,6 +154,7 @@ class ModelRegistry:
     def load_failed(self) -> None:
         """The load worker raised (its one line is shown by the app)."""
         self.loading = None
+        self.on_gave_up()
         if self.handle is None:
             self.status.set(model="no model loaded", family="", dtype="", quant="", device="",
                             state="F2 picks a model")
@@ -181,6 +185,7 @@ class ModelRegistry:
                 self.load(message.slot)
             else:
                 self.chat.add_notice(f"{slot.label} was not loaded: its code was not allowed to run", error=True)
+                self.on_gave_up()
 
         self.app.push_screen(ConsentScreen(slot.label, message.folder, message.files), answered)
 

@@ -78,6 +78,7 @@ class Turns:
         self.conversation = Conversation()
         self.conversation.set_system(system)
         self.turn: Turn | None = None
+        self.waiting = False  # a message was sent while the model loaded: answered once it is ready
         self.turn_count = 0
         self.timings: list[TurnTiming] = []
         #: Raises UsageError when something else holds the model (a memory profile); set by the app.
@@ -88,13 +89,40 @@ class Turns:
 
     # -- sending -------------------------------------------------------------------------------
 
-    def check_can_send(self) -> None:
+    def check_can_send(self, *, while_loading: bool = False) -> None:
+        """Raise UsageError when a message cannot be sent now; ``while_loading`` lets one wait
+        for a model that is loading."""
         if self.turn is not None:
             raise UsageError("a reply is still being generated", "press Esc to stop it")
+        if self.waiting:
+            raise UsageError("a message is already waiting for the model to load", "it is sent when it is ready")
         self.gate()
-        if self.models.handle is None:
+        if self.models.handle is None and not (while_loading and self.models.loading is not None):
             state = "is still loading" if self.models.loading is not None else "is not loaded"
             raise UsageError(f"the model {state}", "wait for it, or press F2 to pick another")
+
+    def queue(self, text: str) -> None:
+        """A message sent while the model loads: shown and saved now, answered once it is ready."""
+        self.conversation.add_user(text)
+        self.chat.add_user(text)
+        self.record("user", text)
+        self.waiting = True
+        label = self.models.slots[self.models.loading].label
+        self.chat.add_notice(f"sent to {label} as soon as it has loaded")
+        self.status.set(state=f"{self.status.info.state} · 1 message waiting".lstrip(" ·"))
+
+    async def answer_waiting(self) -> None:
+        """The model is ready: answer the message that waited for it."""
+        if self.waiting:
+            self.waiting = False
+            await self.generate()
+
+    def drop_waiting(self) -> None:
+        """The load failed: the message stays in the conversation, unanswered."""
+        if self.waiting:
+            self.waiting = False
+            self.chat.add_notice("the waiting message was not answered: pick a model (F2), then Ctrl+R sends it",
+                                 error=True)
 
     async def send(self, text: str) -> None:
         self.conversation.add_user(text)
@@ -120,11 +148,10 @@ class Turns:
     def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
         """In the worker thread: the memory check, then the turn, pumped to the screen."""
         try:
-            if turn.check_memory:
-                fit = self._check_memory(handle, messages, params)
-                if fit is not None:
-                    self.app.post_message(TurnWontFit(turn.index, fit))
-                    return None
+            fit = self._check_fit(handle, messages, params, turn.check_memory)
+            if fit is not None:
+                self.app.post_message(TurnWontFit(turn.index, fit))
+                return None
             generation = handle.stream(messages, params, stop_event=turn.stop_event)
             result = pump_generation(generation, turn.reply.post_message, turn.index, pace=turn.reply.pace,
                                      checkpoint=partial(self.recorder.checkpoint, turn.message_id))
@@ -133,18 +160,21 @@ class Turns:
         finally:
             turn.finished.set()
 
-    def _check_memory(self, handle, messages: list[dict], params: SamplingParams) -> TurnFit | None:
-        """Before a turn (in the worker): a TurnFit when it would not fit in free memory, else None.
+    def _check_fit(self, handle, messages: list[dict], params: SamplingParams, memory: bool) -> TurnFit | None:
+        """Before a turn (in the worker): a TurnFit when it is over the model's context (always
+        checked) or, with ``memory``, would not fit in free memory; else None.
 
-        A turn close to the limit gets a warning and goes ahead.
+        A turn close to the memory limit gets a warning and goes ahead.
         """
         try:
             fit = plan_turn(handle, messages, params)
-        except Exception:  # an estimate must never stop a turn
+        except Exception:  # an estimate must never stop a turn; the turn itself reports a real problem
             return None
-        if fit.verdict.level == "warn":
+        if fit.over == "context" or (fit.over == "memory" and memory):
+            return fit
+        if fit.verdict.level == "warn" and memory:
             self.app.call_from_thread(self.app.notify, fit.verdict.line, severity="warning", timeout=12, markup=False)
-        return None if fit.fits else fit
+        return None
 
     async def wont_fit(self, message: TurnWontFit) -> None:
         """Nothing was generated: take the empty reply away and ask what to do."""
@@ -163,6 +193,11 @@ class Turns:
             self.set_params(replace(self.params, max_prompt_tokens=fit.budget))
             self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule}; "
                                  "/budget off removes the limit")
+            await self.generate()
+        elif choice == "shorter":
+            self.set_params(replace(self.params, max_new_tokens=fit.reply_room))
+            self.chat.add_notice(f"max_new_tokens = {fit.reply_room:,}: the longest reply the context leaves room "
+                                 "for (/set max_new_tokens N changes it)")
             await self.generate()
         elif choice == "send":
             await self.generate(check_memory=False)
@@ -358,6 +393,17 @@ class Turns:
         self.chat.add_notice("saved " + ", ".join(str(p) for p in written))
 
     # -- saving as it happens ------------------------------------------------------------------
+
+    def messages_to_save(self) -> list[tuple[str, str, str | None]]:
+        """The conversation as ``(role, text, model)``, to save it into a new database."""
+        replies = iter(self.chat.query(Reply))
+        out = []
+        for m in self.conversation.messages:
+            if m["role"] == "system":
+                continue
+            model = next(replies).model if m["role"] == "assistant" else None
+            out.append((m["role"], m["content"], model))
+        return out
 
     def stored_count(self) -> int:
         return sum(1 for m in self.conversation.messages if m["role"] != "system")

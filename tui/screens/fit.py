@@ -1,8 +1,9 @@
-"""Asks what to do when the next turn would not fit in memory.
+"""Asks what to do when the next turn is over the model's context or would not fit in memory.
 
-Shows the numbers of the memory check and what the model family's truncation
-would leave out to make the prompt fit; the answer is "truncate", "send"
-(anyway) or None (cancel).
+Shows the numbers and what the model family's truncation would leave out to
+make the prompt fit. The answer is "truncate", "shorter" (a smaller
+max_new_tokens, over the context only), "send" (anyway: memory only, where the
+estimate may be wrong) or None (cancel).
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ def _plural(n: int, word: str) -> str:
 
 
 class FitScreen(ModalScreen[str | None]):
-    """Truncate the history (t), send anyway (s), or cancel (Esc)."""
+    """Truncate the history (t), a shorter reply (r) or send anyway (s), or cancel (Esc)."""
 
     AUTO_FOCUS = "#truncate"
 
     BINDINGS = [
         Binding("t", "choose('truncate')", "Truncate", id="fit.truncate"),
+        Binding("r", "choose('shorter')", "Shorter reply", id="fit.shorter"),
         Binding("s", "choose('send')", "Send anyway", id="fit.send"),
         Binding("escape", "choose(None)", "Cancel", id="fit.cancel"),
     ]
@@ -39,16 +41,31 @@ class FitScreen(ModalScreen[str | None]):
 
     def compose(self):
         fit = self.fit
+        context = fit.over == "context"
         with Vertical(id="fit-body") as body:
-            body.border_title = "This turn may not fit in memory"
-            yield Static(Content(visible_text(fit.verdict.message)), id="fit-numbers")
+            body.border_title = ("This turn does not fit the model's context" if context
+                                 else "This turn may not fit in memory")
+            yield Static(Content(visible_text(fit.message)), id="fit-numbers")
             yield Static(self.truncation_text(), id="fit-truncation")
-            yield Static(Content.from_markup(
-                "[b]Send anyway (s)[/b]: if memory runs out, the partial reply is kept and marked\n"
-                "[b]Cancel (Esc)[/b]: your message goes back to the input"), id="fit-other")
+            if context:
+                room = fit.reply_room
+                other = Content.assemble(
+                    ("Shorter reply (r)", "bold"),
+                    f": max_new_tokens {room:,}, the room the context leaves after this prompt\n" if room else
+                    ": not possible, the prompt alone fills the context\n",
+                    ("Cancel (Esc)", "bold"), ": your message goes back to the input. A prompt past the "
+                    "context is never sent as it is")
+            else:
+                other = Content.from_markup(
+                    "[b]Send anyway (s)[/b]: if memory runs out, the partial reply is kept and marked\n"
+                    "[b]Cancel (Esc)[/b]: your message goes back to the input")
+            yield Static(other, id="fit-other")
             with Horizontal(id="fit-buttons"):
                 yield Button("Truncate (t)", id="truncate", variant="primary", disabled=not fit.can_truncate)
-                yield Button("Send anyway (s)", id="send", variant="warning")
+                if context:
+                    yield Button("Shorter reply (r)", id="shorter", disabled=not fit.reply_room)
+                else:
+                    yield Button("Send anyway (s)", id="send", variant="warning")
                 yield Button("Cancel (Esc)", id="cancel")
 
     def truncation_text(self) -> Content:
@@ -71,8 +88,15 @@ class FitScreen(ModalScreen[str | None]):
             "what is left out")
 
     def action_choose(self, choice: str | None) -> None:
-        if choice == "truncate" and not self.fit.can_truncate:
+        fit = self.fit
+        if choice == "truncate" and not fit.can_truncate:
             self.notify("truncating cannot make this turn fit", severity="warning", markup=False)
+            return
+        if choice == "send" and fit.over == "context":
+            return  # past the context the model cannot read the prompt: never sent as it is
+        if choice == "shorter" and not fit.reply_room:
+            self.notify("the prompt alone fills the context: truncate it, or cancel", severity="warning",
+                        markup=False)
             return
         self.dismiss(choice)
 

@@ -3,16 +3,27 @@
 Shift+Enter cannot be told from Enter over SSH, so the newline key is Ctrl+J
 (and Alt+Enter in terminals that report it, e.g. with the kitty keyboard
 protocol). Tab completes slash commands.
+
+Keys typed faster than the screen (a fast typist, a laggy SSH link, tmux
+send-keys) arrive in one burst. Enter is a priority key, handled by the app
+as soon as it arrives, while the characters before it still wait in this
+widget's queue; so Enter and Ctrl+J do their work from that same queue
+(``call_later``), after every character typed before them. Pasted text keeps
+its order, its line breaks become newlines and other control characters are
+shown as visible symbols (what is shown is what is sent).
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
+from textual import events
 from textual.actions import SkipAction
 from textual.binding import Binding
 from textual.message import Message
 from textual.widgets import TextArea
+
+from backends.core.sanitize import visible_text
 
 from ..commands import common_prefix, complete
 
@@ -55,6 +66,9 @@ class PromptInput(TextArea):
     # -- sending ----------------------------------------------------------------
 
     def action_submit(self) -> None:
+        self.call_later(self._submit)  # after the keys typed before Enter
+
+    def _submit(self) -> None:
         if self.text.strip():
             self.post_message(self.Submitted(self.text))
 
@@ -67,8 +81,18 @@ class PromptInput(TextArea):
         self.clear()
 
     def action_newline(self) -> None:
-        start, end = self.selection
-        self._replace_via_keyboard("\n", start, end)
+        self.call_later(self.insert_text, "\n")  # after the keys typed before it
+
+    def insert_text(self, text: str) -> None:
+        """Put ``text`` where the cursor is (over the selection), as typing would."""
+        if result := self._replace_via_keyboard(text, *self.selection):
+            self.move_cursor(result.end_location)
+
+    async def _on_paste(self, event: events.Paste) -> None:
+        event.prevent_default()  # not TextArea's own paste: it would insert the raw text
+        event.stop()
+        self.insert_text(pasted_text(event.text))
+        self.focus()
 
     # -- history ----------------------------------------------------------------
 
@@ -106,3 +130,9 @@ class PromptInput(TextArea):
             self.move_cursor(self.document.end)
         if len(options) > 1:
             self.post_message(self.Completions(options))
+
+
+def pasted_text(text: str) -> str:
+    """Pasted text as it goes into the input: CR LF and CR become newlines (terminals send line
+    breaks as CR), other control characters visible symbols, so a paste never acts on the terminal."""
+    return visible_text(text.replace("\r\n", "\n").replace("\r", "\n"))

@@ -24,6 +24,7 @@ class StatusInfo:
     state: str = ""  # "loading 40%", "generating", ""
     kv: str = ""  # the KV cache after the last turn and how much more context fits
     budget: int | None = None  # /budget: prompts are kept within this many tokens
+    alert: str = ""  # a lasting problem (conversations are not being saved), shown until it is fixed
 
 
 class StatusBar(Widget):
@@ -57,7 +58,8 @@ class StatusBar(Widget):
         i = self.info
         parts: list[str | tuple[str, str]] = [(visible_text(i.model), "bold")]
         if details:
-            for value in (i.family, i.quant if i.quant and i.quant != "none" else i.dtype, i.device):
+            weights = i.quant if i.quant and i.quant != "none" and not i.model.endswith(i.quant) else i.dtype
+            for value in (i.family, weights, i.device):
                 if value:
                     parts += [" · ", visible_text(value)]
         if context and i.context_used is not None:
@@ -73,4 +75,6 @@ class StatusBar(Widget):
             parts += [" · ", f"{i.tok_s:.1f} tok/s"]
         if i.state:
             parts += [" │ ", (visible_text(i.state), "italic")]
+        if i.alert:
+            parts = [(f"⚠ {visible_text(i.alert)}", "bold $error"), " │ ", *parts]
         return Content.assemble(*parts)

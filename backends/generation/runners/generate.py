@@ -2,31 +2,51 @@
 
 from __future__ import annotations
 
+from backends.core.errors import GenerationError, LlmTuiError, first_line
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
+from backends.generation.runners.prefill import (
+    CHUNK_FIRST,
+    PrefillCapture,
+    Stopped,
+    prefill,
+)
 from backends.hardware.devices import input_device
+from backends.hardware.release import is_out_of_memory
+from backends.loading.forward_call import ForwardCall, split_output
 from backends.prompt.view import PromptView
 
 
 class GenerateRunner:
-    """transformers' ``generate()`` with a token-ID streamer and a stop criterion."""
+    """transformers' ``generate()`` with a token-ID streamer and a stop criterion.
+
+    A long prompt is fed first as a chunked prefill into the model's own cache
+    (``runners.prefill``: a stop is answered between chunks); ``generate()``
+    then takes the cache and feeds only the prompt's last token.
+    """
+
+    def __init__(self, own_code: str | None = None) -> None:
+        #: The label of a remote-code checkpoint run here (``--engine generate``): its failures
+        #: inside generate() are its code's, and the message says so.
+        self.own_code = own_code
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
+        try:
+            return self._run(model, view, params, sink)
+        except Exception as err:
+            if self.own_code is None or isinstance(err, LlmTuiError) or is_out_of_memory(err):
+                raise
+            raise GenerationError(f"the code of '{self.own_code}' fails inside transformers' generate(): "
+                                  f"{type(err).__name__}: {first_line(err)}",
+                                  "use --engine auto: llm-tui's own decode loop runs it") from None
+
+    def _run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         import torch
         from transformers import StoppingCriteria, StoppingCriteriaList
         from transformers.generation.streamers import BaseStreamer
 
         input_ids = torch.tensor([view.ids], dtype=torch.long, device=input_device(model))
-
-        def capture(_module, args, kwargs):
-            ids = kwargs.get("input_ids")
-            if ids is None and args:
-                ids = args[0]
-            if ids is not None:
-                sink.capture(ids[0].tolist())
-            hook.remove()
-
-        hook = model.register_forward_pre_hook(capture, with_kwargs=True)
+        new_ids: list[int] = []
 
         class Stopper(StoppingCriteria):
             def __call__(self, input_ids, scores, **kwargs):
@@ -40,21 +60,54 @@ class GenerateRunner:
                     self.prompt_seen = True
                     return
                 for token in value.reshape(-1).tolist():
+                    new_ids.append(int(token))
                     sink.token(int(token))
 
             def end(self):
                 pass
 
+        capture = PrefillCapture(model, sink)
         try:
             with torch.inference_mode():
-                output = model.generate(
-                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                try:
+                    cache = self._prefill(model, input_ids, sink)
+                except Stopped:
+                    return new_ids
+                capture.expect(capture.seen + 1)  # and generate()'s first call, with the rest of the prompt
+                carried = {ForwardCall.for_model(model).cache_name or "past_key_values": cache} if cache else {}
+                model.generate(
+                    input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **carried,
                     generation_config=generation_config(model, params, sink.stop_ids),
                     streamer=TokenStreamer(), stopping_criteria=StoppingCriteriaList([Stopper()]),
                 )
         finally:
-            hook.remove()
-        return output[0, input_ids.shape[1]:].tolist()
+            capture.finish()
+        return new_ids
+
+    @staticmethod
+    def _prefill(model, input_ids, sink: Sink):
+        """All but the prompt's last token, in chunks, into a cache ``generate()`` continues from;
+        None for a short prompt, or a model whose forward keeps no cache of transformers' kind."""
+        from transformers import Cache
+
+        if input_ids.shape[1] <= CHUNK_FIRST:
+            return None  # it takes a moment: one call
+        call = ForwardCall.for_model(model)
+
+        class NoCache(Exception):
+            pass
+
+        def forward(ids, cache, start):
+            logits, cache = split_output(call(model, ids, cache, start))
+            if not isinstance(cache, Cache):
+                raise NoCache()  # a remote-code model's own cache: generate() prefills it in one call
+            return logits, cache
+
+        try:
+            _, cache, _ = prefill(forward, input_ids, sink, keep_last=1)
+        except NoCache:
+            return None
+        return cache
 
 
 def generation_config(model, params: SamplingParams, stop_ids: list[int]):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from backends.core.errors import GenerationError
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
+from backends.generation.runners.prefill import PrefillCapture, Stopped, prefill
 from backends.hardware.devices import input_device
 from backends.loading.forward_call import (
     ForwardCall,
@@ -60,23 +61,12 @@ def choose(scores, greedy: bool):
     return torch.multinomial(probs, num_samples=1).squeeze(1)
 
 
-def capture_first_forward(model, sink):
-    """A forward pre-hook that hands the first call's input IDs to ``sink.capture`` (then removes itself)."""
-
-    def capture(_module, args, kwargs):
-        ids = kwargs.get("input_ids")
-        if ids is None and args:
-            ids = args[0]
-        if ids is not None and hasattr(ids, "tolist"):
-            sink.capture(ids[0].tolist() if ids.dim() > 1 else ids.tolist())
-        hook.remove()
-
-    hook = model.register_forward_pre_hook(capture, with_kwargs=True)
-    return hook
-
-
 class LoopRunner:
-    """Token-by-token decoding over ``model(...)``, reporting to a ``TurnSink``."""
+    """Token-by-token decoding over ``model(...)``, reporting to a ``Sink``.
+
+    The prompt goes in as a chunked prefill (``generation.prefill``), so a stop
+    is answered between chunks; then one token per forward call.
+    """
 
     name = "loop"
 
@@ -85,36 +75,38 @@ class LoopRunner:
 
         device = input_device(model)
         call = ForwardCall.for_model(model)
+
+        def forward(ids, cache, start):
+            return split_output(call(model, ids, cache, start))
+
         processors = logits_processors(model, params)
         stop_ids = set(sink.stop_ids)
         sequence = torch.tensor([view.ids], dtype=torch.long, device=device)
-        step_ids = sequence
-        cache = None
-        fed = 0
         new_ids: list[int] = []
-        hook = capture_first_forward(model, sink)
-        try:
-            with torch.inference_mode():
-                while len(new_ids) < params.max_new_tokens and not sink.stopped:
-                    logits, cache = split_output(call(model, step_ids, cache, fed))
-                    fed += step_ids.shape[1]
-                    scores = logits[:, -1, :].float()
-                    if torch.isnan(scores).any() or torch.isposinf(scores).any():
-                        raise GenerationError("the model produced NaN/inf logits",
-                                              "the weights or the model's computed buffers are broken; "
-                                              "try --dtype fp32 or re-convert the checkpoint")
-                    scores = processors(sequence, scores)
-                    token = choose(scores, params.greedy)
-                    token_id = int(token[0])
-                    new_ids.append(token_id)
-                    sink.token(token_id)
-                    if token_id in stop_ids:
-                        break
-                    sequence = torch.cat([sequence, token.reshape(1, 1).to(device)], dim=-1)
-                    if cache is None:  # no cache came back: the next call sees the whole sequence again
-                        step_ids, fed = sequence, 0
-                    else:
-                        step_ids = sequence[:, -1:]
-        finally:
-            hook.remove()
+        capture = PrefillCapture(model, sink)
+        with torch.inference_mode():
+            try:
+                logits, cache, fed = prefill(forward, sequence, sink)
+            except Stopped:
+                return new_ids
+            finally:
+                capture.finish()
+            while len(new_ids) < params.max_new_tokens and not sink.stopped:
+                scores = logits[:, -1, :].float()
+                if torch.isnan(scores).any() or torch.isposinf(scores).any():
+                    raise GenerationError("the model produced NaN/inf logits",
+                                          "the weights or the model's computed buffers are broken; "
+                                          "try --dtype fp32 or re-convert the checkpoint")
+                token = choose(processors(sequence, scores), params.greedy)
+                token_id = int(token[0])
+                new_ids.append(token_id)
+                sink.token(token_id)
+                if token_id in stop_ids or len(new_ids) >= params.max_new_tokens or sink.stopped:
+                    break
+                sequence = torch.cat([sequence, token.reshape(1, 1).to(device)], dim=-1)
+                if cache is None:  # no cache came back: the next call sees the whole sequence again
+                    logits, cache = forward(sequence, None, 0)
+                else:
+                    logits, cache = forward(sequence[:, -1:], cache, fed)
+                fed = sequence.shape[1]
         return new_ids

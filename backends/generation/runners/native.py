@@ -18,7 +18,6 @@ from backends.core.errors import (
 )
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
-from backends.generation.runners.loop import capture_first_forward
 from backends.generation.runners.native_family import (
     NativeFamily,
     TextTokens,
@@ -35,6 +34,7 @@ from backends.generation.runners.native_methods import (
     find_method,
     missing_requirements,
 )
+from backends.generation.runners.prefill import PrefillCapture
 from backends.loading.forward_call import split_output
 from backends.prompt.view import PromptView
 
@@ -100,7 +100,7 @@ class NativeRunner:
         texts = TextTokens(self._encode, self._decode)
         past = self._past if view.mode == "incremental" else None
         self._past, self._after = None, None
-        hook = capture_first_forward(model, sink)
+        capture = PrefillCapture(model, sink, calls=1)  # the vendor's prefill is one forward call
         steps = _StepWatch(model)
         emitted: list[int] = []
         last_past = None
@@ -128,7 +128,7 @@ class NativeRunner:
                 stream.close()
             if guard is not None:
                 guard.finish()
-            hook.remove()
+            capture.finish()
             steps.remove()
         if guard is not None and guard.error is not None:
             raise self._failure(guard.error)
