@@ -18,10 +18,8 @@ from backends.storage.config import (
     Defaults,
     ModelAlias,
     load_config,
-    remove_alias,
-    save_alias,
-    save_default,
 )
+from backends.storage.config_edit import remove_alias, save_alias, save_default
 
 FULL = """\
 # my llm-tui settings

@@ -25,7 +25,7 @@ from textual.worker import Worker, WorkerState
 
 from backends.core.errors import UsageError, error_line
 from backends.core.params import SamplingParams
-from backends.storage.config import save_default
+from backends.storage.config_edit import save_default
 
 from . import commands
 from .controllers.preview import PromptPreview
@@ -163,6 +163,8 @@ class LlmTuiApp(App[int]):
                                                         "dtype": info.dtype, "quantization": info.quant,
                                                         "device": info.device})
         self.profiles.model_activated(slot.handle)
+        read = getattr(slot.handle.runner, "metrics", None)  # a server reports its own load
+        self.meter.watch_server(f"{info.device} at {info.path}" if read else None, read)
         self.preview.schedule(now=True)
         self.call_later(self.turns.answer_waiting)
 

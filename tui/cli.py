@@ -24,8 +24,9 @@ EPILOG = """commands (run 'llm-tui COMMAND --help' for each):
   fetch-demo fetch and prepare the embedded default model
 
 MODEL is a model directory, a .gguf file, a model id in the local Hugging Face
-cache, an alias from the config file, or omitted for the embedded default model
-(SmolLM2-135M-Instruct)."""
+cache, an alias from the config file, the URL of an OpenAI-compatible server
+(http://host:8000/v1: vLLM, SGLang, TGI, llama-server, ollama, transformers
+serve), or omitted for the embedded default model (SmolLM2-135M-Instruct)."""
 
 
 def add_loading_flags(parser: argparse.ArgumentParser) -> None:
@@ -38,6 +39,14 @@ def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-memory", metavar="SPEC", help="per-device limits for auto placement, e.g. 0=20GiB,cpu=64GiB")
     group.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python files to run")
     group.add_argument("--engine", default="auto", choices=ENGINE_CHOICES, help="how to generate (auto picks per model)")
+    add_server_flags(group)
+
+
+def add_server_flags(group) -> None:
+    group.add_argument("--model", dest="server_model", metavar="NAME",
+                       help="MODEL is a server URL: which of its models (when it serves several)")
+    group.add_argument("--tokenizer", metavar="DIR|ID",
+                       help="MODEL is a server URL: the model's tokenizer files, to preview the exact prompt")
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -90,6 +99,7 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                             help="keep the prompt within N tokens by the model family's truncation")
         parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's tokenizer code to run")
+        add_server_flags(parser)
     elif name == "profile":
         parser.description = "Measure peak memory, KV-cache size and speed at several context lengths."
         parser.add_argument("model", nargs="?", metavar="MODEL")

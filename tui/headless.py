@@ -17,9 +17,8 @@ from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
 from backends.core.spec import ModelSpec
-from backends.generation.open import open_model
+from backends.generation.open import open_model, open_prompt_side
 from backends.memory.fit import plan_turn
-from backends.prompt.family_for import open_family
 from backends.prompt.truncation import render_within
 from backends.storage.catalog import list_models
 
@@ -105,6 +104,7 @@ def cmd_run(args) -> int:
     if args.json:
         record = {"type": "done", "stop_reason": done.stop_reason, "stats": done.stats.to_json(),
                   "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids,
+                  "prompt_check": done.prompt_check, "prompt_count": done.prompt_count,
                   "family": handle.info.family, "model": handle.info.label}
         if done.error:
             record["error"] = done.error
@@ -145,14 +145,14 @@ def _stats_line(done) -> str:
 def cmd_inspect(args) -> int:
     messages = messages_from_args(args)
     spec = spec_from_args(args)
-    family, located = open_family(spec, _progress_printer())
+    family, where = open_prompt_side(spec, _progress_printer())
     if args.max_prompt_tokens is not None:
         SamplingParams().with_value("max_prompt_tokens", str(args.max_prompt_tokens))  # range check
     view = render_within(family, messages, args.max_prompt_tokens,
                          add_generation_prompt=not args.no_generation_prompt, max_new_tokens=args.max_new_tokens)
     if args.json:
         data = view.to_json()
-        data["model"] = str(located.path)
+        data["model"] = where
         print(json.dumps(data, ensure_ascii=False))
         return 0
     print(visible_text(view.text))

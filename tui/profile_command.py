@@ -39,6 +39,9 @@ def profile_plot(rows: list[ProfileRow], width: int = 64, height: int = 14) -> s
 
 def run_profile_command(args, spec, progress: Progress | None = None) -> int:
     """``llm-tui profile``: load, measure each length, print the table and plot, write CSV."""
+    if spec.is_url:
+        raise UsageError(f"{spec.source} is a server: a profile measures a model in this process",
+                         "profile the model where it runs, or give a local directory")
     lengths = parse_lengths(getattr(args, "lengths", "256,512,1024,2048"))
     decode = int(getattr(args, "decode_tokens", 32) or 0)
     if decode < 0:

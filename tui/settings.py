@@ -14,7 +14,8 @@ from backends.core.spec import DEFAULT_MODEL, ModelSpec
 from backends.storage.config import load_config as load
 
 #: Loading flags that, when given, override what a config alias says.
-_VALUE_FLAGS = ("quant", "dtype", "device_map", "engine", "max_memory", "bnb_compute_dtype")
+_VALUE_FLAGS = ("quant", "dtype", "device_map", "engine", "max_memory", "bnb_compute_dtype", "server_model",
+                "tokenizer")
 #: Flags that can only switch something on.
 _SWITCHES = ("trust_remote_code", "bnb_double_quant")
 
@@ -29,6 +30,8 @@ class LoadOptions:
     engine: str | None = None
     max_memory: str | None = None
     bnb_compute_dtype: str | None = None
+    server_model: str | None = None
+    tokenizer: str | None = None
     bnb_double_quant: bool = False
     trust_remote_code: bool = False
 

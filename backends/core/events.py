@@ -12,10 +12,11 @@ class TokenEvent:
 
     ``text`` can be empty when the token ends inside a multi-byte character; the
     text is released with the token that completes the character, so joining all
-    ``text`` values never produces a replacement character.
+    ``text`` values never produces a replacement character. ``id`` is None when
+    the engine streams text without IDs (a server's chat endpoint).
     """
 
-    id: int
+    id: int | None
     text: str
     t: float
 
@@ -36,6 +37,8 @@ class Stats:
 
 #: Why a turn ended.
 StopReason = Literal["eos", "length", "stopped", "error"]
+#: How far the prompt the engine read could be checked against the preview: its IDs, their number, or not at all.
+CheckLevel = Literal["ids", "count", "none"]
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,10 @@ class DoneEvent:
 
     ``text`` is the whole reply: the ``text`` of every TokenEvent joined, then
     ``tail`` (what the decoder still held back when the turn ended).
-    ``captured_ids`` are the IDs the model's first forward really received,
-    None when the engine cannot know them.
+    ``captured_ids`` are the IDs the model's prefill really received, None
+    when the engine cannot know them; ``prompt_check`` says how far the prompt
+    could be checked, and ``prompt_count`` is the engine's own count of prompt
+    tokens where it reports one (a server's ``usage``).
     """
 
     stats: Stats
@@ -55,6 +60,8 @@ class DoneEvent:
     prompt_ids: list[int] = field(default_factory=list)
     captured_ids: list[int] | None = None
     error: str | None = None  # one clear line when stop_reason == "error"
+    prompt_check: CheckLevel = "ids"
+    prompt_count: int | None = None
 
 
 Event = TokenEvent | DoneEvent

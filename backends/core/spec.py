@@ -29,6 +29,12 @@ class ModelSpec:
     max_memory: str | None = None  # e.g. "0=20GiB,1=20GiB,cpu=64GiB"
     bnb_double_quant: bool = False  # bitsandbytes 4-bit: quantize the quantization constants too
     bnb_compute_dtype: str = "auto"  # bitsandbytes 4-bit matmul dtype
+    #: A served model (MODEL is a URL): which of the server's models (``--model``), where its
+    #: tokenizer files are for the preview (``--tokenizer``), and the environment variable that
+    #: holds the API key (a config alias's ``api_key_env``; the key itself is never stored).
+    server_model: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str | None = None
     #: A display name (the alias it came from, or the directory's name).
     alias: str | None = None
 
@@ -44,6 +50,10 @@ class ModelSpec:
         return self.source in (None, "", DEFAULT_MODEL)
 
     @property
+    def is_url(self) -> bool:
+        return str(self.source or "").startswith(("http://", "https://"))
+
+    @property
     def label(self) -> str:
         """The model's name as shown and saved; a quantized load says how (``qwen-7b · nf4``), so a
         reply from it is never taken for one from the full-precision weights."""
@@ -51,6 +61,9 @@ class ModelSpec:
             name = self.alias
         elif self.is_default:
             name = "SmolLM2-135M-Instruct (default)"
+        elif self.is_url:
+            host = str(self.source).split("://", 1)[1].split("/", 1)[0]
+            name = f"{self.server_model} @ {host}" if self.server_model else host
         else:
             name = str(self.source).rstrip("/").rsplit("/", 1)[-1]
         return name if self.quant == "none" else f"{name} · {self.quant}"

@@ -32,11 +32,12 @@ class ModelInfo:
 
 
 class ModelHandle:
-    """One loaded model: its tokenizer-side family and its weights."""
+    """One model ready to answer: its tokenizer-side family, and its weights in this process or a
+    client of the server that holds them (``model``; ``info`` then comes from the opener)."""
 
     def __init__(self, model, tokenizer, family: PromptFamily, spec: ModelSpec, *,
                  device: str = "cpu", dtype: str = "float32", path: str = "", runner=None,
-                 quant: str | None = None) -> None:
+                 quant: str | None = None, info: ModelInfo | None = None) -> None:
         self.model = model
         self.tokenizer = tokenizer
         self.family = family
@@ -46,6 +47,10 @@ class ModelHandle:
         #: checkpoints get a plain decode loop or their own streaming method.
         self.runner = runner or GenerateRunner()
         self._current: Generation | None = None
+        self.local = hasattr(model, "parameters")  # weights in this process (not a server's)
+        if info is not None:
+            self.info = info
+            return
         config = getattr(model, "config", None)
         params = sum(p.numel() for p in model.parameters()) if model is not None else 0
         footprint = model.get_memory_footprint() if hasattr(model, "get_memory_footprint") else 0
@@ -76,8 +81,8 @@ class ModelHandle:
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
         generation = Generation(view, stop_event or threading.Event())
         sink = TurnSink(generation.emit, self.family.decode, list(view.stop_ids) or list(self.family.stop_ids()),
-                        generation.stop_event, input_device(self.model), list(view.ids))
-        generation.follow_text(lambda: sink.text)
+                        generation.stop_event, input_device(self.model) if self.local else None, list(view.ids))
+        generation.follow_text(lambda: sink.reply)
         self._current = generation
         thread = threading.Thread(target=self._run, args=(generation, sink, params),
                                   name="llm-tui-generate", daemon=True)
@@ -88,7 +93,7 @@ class ModelHandle:
     def _run(self, generation: Generation, sink: TurnSink, params: SamplingParams) -> None:
         with self._lock:
             try:
-                if params.seed is not None:
+                if params.seed is not None and self.local:  # a server takes the seed with the request
                     import torch
 
                     torch.manual_seed(params.seed)
@@ -109,7 +114,7 @@ class ModelHandle:
         if self._lock.acquire(timeout=30):  # a profile step in progress ends first (it was asked to stop)
             self._lock.release()
         release = getattr(self.runner, "release", None)
-        if release is not None:  # e.g. a cache a native runner keeps between turns
+        if release is not None:  # e.g. a cache a native runner keeps between turns, a server's connection
             release()
         self.model = None
         self.tokenizer = None

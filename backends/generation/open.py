@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 from backends.checkpoint.consent import require_consent
@@ -11,32 +12,86 @@ from backends.checkpoint.remote_code import is_remote_model
 from backends.core.errors import ModelLoadError, UsageError
 from backends.core.progress import Progress
 from backends.core.spec import OWN_LOADING_ENGINES, ModelSpec
-from backends.generation.handle import ModelHandle
+from backends.generation.handle import ModelHandle, ModelInfo
 from backends.generation.runners.generate import GenerateRunner
 from backends.generation.runners.loop import LoopRunner
 from backends.generation.runners.native import NativeRunner
+from backends.generation.runners.remote import RemoteRunner
 from backends.loading.quant import OWN_METHODS
 from backends.loading.remote.buffers import guard_buffers
 from backends.loading.remote.fixes import install_import_standins
 from backends.loading.remote.load import load_remote, load_vendor_tokenizer
 from backends.loading.transformers_loader import Loaded, load
-from backends.prompt.family_for import family_for
+from backends.prompt.family_for import family_for, open_family
+from backends.server.client import ServerClient
+from backends.server.probe import probe
+from backends.server.prompt import NoPreview, server_prompt
 
 
 def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
     """Locate, load and wrap a model: the one entry point the CLI and the app use.
 
     The prompt family comes from the same place ``inspect`` gets it
-    (``tokenizer_side.family_for``), so a preview and a run always agree.
+    (``prompt.family_for``), so a preview and a run always agree.
     ``spec.engine`` and the checkpoint pick the loading path and the runner
-    (``backends.runners.prepare``).
+    (``prepare``); a URL opens a server (``open_server``).
     """
-
+    if spec.is_url:
+        return open_server(spec, progress)
     prepared = prepare(spec, progress)
     loaded = prepared.loaded
     return ModelHandle(loaded.model, loaded.tokenizer, prepared.family, spec, device=loaded.device,
                        dtype=loaded.dtype, path=str(loaded.located.path), runner=prepared.runner,
                        quant=getattr(loaded, "quant", None))
+
+
+def open_server(spec: ModelSpec, progress=None) -> ModelHandle:
+    """A model served elsewhere: probe the server, pick the best prompt preview it allows, and the
+    way its prompt goes (as token IDs where the server takes them, else as chat messages)."""
+    say = progress or (lambda message, fraction=None: None)
+    say(f"asking {spec.source} what it serves", None)
+    client = ServerClient(str(spec.source), api_key=server_api_key(spec))
+    try:
+        info = probe(client, spec.server_model)
+        family, local = server_prompt(client, info, spec.tokenizer)
+    except BaseException:
+        client.close()
+        raise
+    sends_ids = info.takes_ids and not isinstance(family, NoPreview)
+    how = "the prompt goes as token IDs" if sends_ids else "the prompt goes as chat messages"
+    say(f"{info.kind} serves {info.model}; {how}; preview by {family.name}", 1.0)
+    host = str(spec.source).split("://", 1)[1].split("/", 1)[0]
+    label = spec.alias or f"{info.model.rstrip('/').rsplit('/', 1)[-1] or info.model} @ {host}"
+    details = ModelInfo(label=label, family=family.name, dtype="", quant="", device=f"{info.kind} server",
+                        max_context=info.max_context or getattr(family, "max_context", None), parameters=0,
+                        footprint_bytes=0, path=str(spec.source))
+    return ModelHandle(client, None, family, spec, runner=RemoteRunner(client, info, sends_ids=sends_ids),
+                       info=details)
+
+
+def open_prompt_side(spec: ModelSpec, progress=None):
+    """The tokenizer side of a model, never its weights (``inspect``): ``(family, where)``.
+
+    For a server that is a local tokenizer (``--tokenizer``), or the server's own rendering
+    (kept open for the family to use), or nothing; no remote code runs unless allowed."""
+    if not spec.is_url:
+        family, located = open_family(spec, progress)
+        return family, str(located.path)
+    client = ServerClient(str(spec.source), api_key=server_api_key(spec))
+    info = probe(client, spec.server_model)
+    family, local = server_prompt(client, info, spec.tokenizer)
+    return family, f"{info.model} on {info.kind} at {spec.source}" + (" (local tokenizer)" if local else "")
+
+
+def server_api_key(spec: ModelSpec) -> str | None:
+    """The API key from the environment variable the config names (never from a file or the database)."""
+    if not spec.api_key_env:
+        return None
+    key = os.environ.get(spec.api_key_env)
+    if not key:
+        raise UsageError(f"the environment variable {spec.api_key_env} (api_key_env) is not set",
+                         f"export {spec.api_key_env}=... with the server's API key")
+    return key
 
 
 def _own_code_failed(spec: ModelSpec, where: str, detail: str) -> ModelLoadError:

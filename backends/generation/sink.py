@@ -12,7 +12,14 @@ import threading
 import time
 from typing import Callable
 
-from backends.core.events import DoneEvent, Event, Stats, StopReason, TokenEvent
+from backends.core.events import (
+    CheckLevel,
+    DoneEvent,
+    Event,
+    Stats,
+    StopReason,
+    TokenEvent,
+)
 from backends.hardware.peak import TurnPeak
 from backends.prompt.textstream import IncrementalDecoder
 
@@ -35,6 +42,12 @@ class TurnSink:
         self.times: list[float] = []
         self.memory = TurnPeak(device)
         self.start = 0.0
+        #: Set by a runner that knows better than the defaults (a server): how far the prompt could
+        #: be checked, the engine's own token counts, and why it ended.
+        self.check: CheckLevel = "ids"
+        self.prompt_count: int | None = None
+        self.completion_count: int | None = None
+        self.ended: StopReason | None = None
 
     def begin(self) -> None:
         self.memory.start()
@@ -45,6 +58,10 @@ class TurnSink:
         if self.captured is None:
             self.captured = [int(i) for i in ids]
 
+    def echoed(self, ids) -> None:
+        """The engine's own account of the prompt it read (a server echoing it): it replaces what was sent."""
+        self.captured = [int(i) for i in ids]
+
     def token(self, token_id: int) -> None:
         now = time.perf_counter()
         self.times.append(now)
@@ -53,18 +70,32 @@ class TurnSink:
         if len(self.times) % 16 == 0:
             self.memory.sample()
 
+    def text(self, delta: str, token_id: int | None = None) -> None:
+        """A piece of the reply that came as text (a server's stream), with its token ID when known."""
+        now = time.perf_counter()
+        self.times.append(now)
+        self._emit(TokenEvent(token_id, self.decoder.add_text(delta), now))
+
+    def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """The engine's own counts (a server's ``usage``)."""
+        self.prompt_count = prompt_tokens
+        self.completion_count = completion_tokens
+
     @property
     def stopped(self) -> bool:
         return self.stop_event.is_set()
 
     @property
-    def text(self) -> str:
+    def reply(self) -> str:
+        """The reply so far."""
         return self.decoder.text
 
     def finish(self, new_ids: list[int]) -> DoneEvent:
         end = time.perf_counter()
         tail = self.decoder.flush()
-        stats = Stats(prompt_tokens=len(self.prompt_ids), new_tokens=len(new_ids), total_s=end - self.start)
+        new_tokens = self.completion_count if self.completion_count is not None else len(new_ids) or len(self.times)
+        stats = Stats(prompt_tokens=self.prompt_count if self.prompt_count is not None else len(self.prompt_ids),
+                      new_tokens=new_tokens, total_s=end - self.start)
         if self.times:
             stats.ttft_s = self.times[0] - self.start
             if len(self.times) > 1 and self.times[-1] > self.times[0]:
@@ -73,15 +104,20 @@ class TurnSink:
         reason: StopReason
         if self.stopped:
             reason = "stopped"
+        elif self.ended is not None:
+            reason = self.ended
         elif new_ids and new_ids[-1] in self.stop_ids:
             reason = "eos"
         else:
             reason = "length"
         return DoneEvent(stats=stats, stop_reason=reason, text=self.decoder.text, tail=tail,
-                         prompt_ids=list(self.prompt_ids), captured_ids=self.captured)
+                         prompt_ids=list(self.prompt_ids), captured_ids=self.captured,
+                         prompt_check=self.check, prompt_count=self.prompt_count)
 
     def failed(self, line: str) -> DoneEvent:
         """The DoneEvent of a turn that ended in an error: the text so far is kept."""
         return DoneEvent(stats=Stats(prompt_tokens=len(self.prompt_ids), new_tokens=len(self.times)),
                          stop_reason="error", text=self.decoder.text, tail=self.decoder.flush(),
-                         prompt_ids=list(self.prompt_ids), captured_ids=self.captured, error=line)
+                         prompt_ids=list(self.prompt_ids), captured_ids=self.captured, error=line,
+                         prompt_check=self.check if self.captured is not None else "none",
+                         prompt_count=self.prompt_count)

@@ -7,10 +7,12 @@ import threading
 
 
 class TurnPeak:
-    """Peak memory during a turn: torch's allocator on CUDA, process RSS on CPU."""
+    """Peak memory during a turn: torch's allocator on CUDA, process RSS on CPU, nothing for a model
+    that is not in this process (``device`` None: a server's memory is not ours to measure)."""
 
     def __init__(self, device) -> None:
         self.cuda = getattr(device, "type", str(device)) == "cuda"
+        self.none = device is None
         self._peak = 0
 
     def start(self) -> None:
@@ -21,12 +23,14 @@ class TurnPeak:
         self.sample()
 
     def sample(self) -> None:
-        if not self.cuda:
+        if not self.cuda and not self.none:
             import psutil
 
             self._peak = max(self._peak, psutil.Process().memory_info().rss)
 
-    def peak(self) -> tuple[int, str]:
+    def peak(self) -> tuple[int | None, str]:
+        if self.none:
+            return None, ""
         if self.cuda:
             import torch
 

@@ -35,6 +35,11 @@ class IncrementalDecoder:
             return delta
         return ""
 
+    def add_text(self, text: str) -> str:
+        """Text that came as text (a server streaming without token IDs): it joins the reply as it is."""
+        self.text += text
+        return text
+
     def flush(self) -> str:
         """Release whatever is pending at the end of a reply.
 

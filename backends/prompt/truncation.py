@@ -26,7 +26,7 @@ def render_within(family, messages: list[dict], max_prompt_tokens: int | None, *
     kwargs = dict(add_generation_prompt=add_generation_prompt, max_new_tokens=max_new_tokens)
     view = family.render(messages, **kwargs)
     if not max_prompt_tokens or len(view.ids) <= max_prompt_tokens:
-        return view
+        return replace(view, messages=list(messages))
     budget = max(int(max_prompt_tokens), 1)
     narrowed = getattr(family, "narrowed", None)
     if callable(narrowed):
@@ -36,7 +36,8 @@ def render_within(family, messages: list[dict], max_prompt_tokens: int | None, *
     if len(view.ids) > budget:
         view.warnings.append(f"the prompt is {len(view.ids):,} tokens, over the budget of {budget:,} "
                              "even with every older message left out")
-    return view
+    gone = {d.index for d in view.dropped if not d.partial}
+    return replace(view, messages=[m for i, m in enumerate(messages) if i not in gone])
 
 
 def _narrow(family, messages: list[dict], budget: int, kwargs: dict) -> PromptView:

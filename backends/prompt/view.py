@@ -60,6 +60,8 @@ class PromptView:
     #: "full" sends the whole prompt; "incremental" sends only the new turn
     #: (a cache of earlier turns is reused), as ChatGLM3's stream_chat does.
     mode: str = "full"
+    #: The messages the prompt holds (those truncation kept): what a chat-only server is sent.
+    messages: list[dict] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.pieces) == len(self.special)):
@@ -93,6 +95,7 @@ class PromptView:
 
     def to_json(self) -> dict:
         data = asdict(self)
+        data.pop("messages")  # the caller's own input, not part of the prompt's description
         data["tokens"] = len(self.ids)
         data["dropped_tokens"] = self.dropped_tokens
         return data

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-import tomlkit
-
 from backends.core.errors import UsageError
 from backends.core.params import SamplingParams, check_range
 from backends.core.paths import config_dir
@@ -68,6 +66,11 @@ class ModelAlias:
     trust_remote_code: bool = False
     engine: str | None = None
     max_memory: str | None = None
+    #: A served model (``path`` is a URL): which of its models, where its tokenizer files are, and the
+    #: environment variable that holds its API key (the key itself never goes in this file).
+    model: str | None = None
+    tokenizer: str | None = None
+    api_key_env: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,9 @@ class Config:
             trust_remote_code=entry.trust_remote_code,
             engine=entry.engine or "auto",
             max_memory=entry.max_memory,
+            server_model=entry.model,
+            tokenizer=entry.tokenizer,
+            api_key_env=entry.api_key_env,
             alias=alias,
         )
 
@@ -119,7 +125,7 @@ class Config:
 # -- value checks ------------------------------------------------------------
 
 
-class _Bad(Exception):
+class BadValue(Exception):
     def __init__(self, problem: str, fix: str) -> None:
         super().__init__(problem)
         self.problem = problem
@@ -131,20 +137,20 @@ Check = Callable[[Any], Any]
 
 def _string(value: Any) -> str:
     if not isinstance(value, str):
-        raise _Bad("is not a string", 'put the value in quotes, e.g. "text"')
+        raise BadValue("is not a string", 'put the value in quotes, e.g. "text"')
     return value
 
 
 def _flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise _Bad("is not true or false", "write true or false (no quotes)")
+        raise BadValue("is not true or false", "write true or false (no quotes)")
     return value
 
 
 def _choice(choices: tuple[str, ...]) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, str) or value not in choices:
-            raise _Bad("is not known", "use one of: " + ", ".join(f'"{c}"' for c in choices))
+            raise BadValue("is not known", "use one of: " + ", ".join(f'"{c}"' for c in choices))
         return value
     return check
 
@@ -154,7 +160,7 @@ def _device_map(value: Any) -> str:
     try:
         check_device_map(value)
     except UsageError as err:
-        raise _Bad("is not understood", err.fix or "use auto, cpu or cuda:0") from None
+        raise BadValue("is not understood", err.fix or "use auto, cpu or cuda:0") from None
     return value
 
 
@@ -163,12 +169,12 @@ def _number(name: str, kind: type) -> Check:
         # bool is an int in Python, but `temperature = true` is a mistake.
         ok = isinstance(value, int) if kind is int else isinstance(value, (int, float))
         if isinstance(value, bool) or not ok:
-            raise _Bad(f"is not {'an integer' if kind is int else 'a number'}",
+            raise BadValue(f"is not {'an integer' if kind is int else 'a number'}",
                        f"write {'an integer' if kind is int else 'a number'} without quotes")
         try:
             check_range(name, value)
         except UsageError as err:
-            raise _Bad("is out of range", err.fix or "") from None
+            raise BadValue("is out of range", err.fix or "") from None
         return kind(value)
     return check
 
@@ -178,10 +184,10 @@ def _keys(value: Any) -> str:
         return ",".join(v.strip() for v in value)
     if isinstance(value, str) and value.strip():
         return value.strip()
-    raise _Bad("is not a key list", 'write keys like "ctrl+j,alt+enter" or ["ctrl+j", "alt+enter"]')
+    raise BadValue("is not a key list", 'write keys like "ctrl+j,alt+enter" or ["ctrl+j", "alt+enter"]')
 
 
-_DEFAULTS_CHECKS: dict[str, Check] = {
+DEFAULTS_CHECKS: dict[str, Check] = {
     "model": _string,
     "quant": _choice(QUANT_CHOICES),
     "dtype": _choice(DTYPE_CHOICES),
@@ -195,7 +201,7 @@ _DEFAULTS_CHECKS: dict[str, Check] = {
     "theme": _string,
 }
 
-_ALIAS_CHECKS: dict[str, Check] = {
+ALIAS_CHECKS: dict[str, Check] = {
     "path": _string,
     "quant": _choice(QUANT_CHOICES),
     "dtype": _choice(DTYPE_CHOICES),
@@ -203,12 +209,15 @@ _ALIAS_CHECKS: dict[str, Check] = {
     "trust_remote_code": _flag,
     "engine": _choice(ENGINE_CHOICES),
     "max_memory": _string,
+    "model": _string,
+    "tokenizer": _string,
+    "api_key_env": _string,
 }
 
 _SECTIONS = ("defaults", "models", "keys")
 
-assert set(_DEFAULTS_CHECKS) == {f.name for f in fields(Defaults)}
-assert set(_ALIAS_CHECKS) == {f.name for f in fields(ModelAlias)} - {"name"}
+assert set(DEFAULTS_CHECKS) == {f.name for f in fields(Defaults)}
+assert set(ALIAS_CHECKS) == {f.name for f in fields(ModelAlias)} - {"name"}
 
 
 # -- loading -----------------------------------------------------------------
@@ -219,11 +228,11 @@ def load_config(path: str | os.PathLike | None = None) -> Config:
     file = Path(path) if path is not None else default_config_path()
     if not file.exists():
         return Config(path=file)
-    data = _read(file)
-    return _build(file, data)
+    data = read_toml(file)
+    return build_config(file, data)
 
 
-def _read(file: Path) -> dict:
+def read_toml(file: Path) -> dict:
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
@@ -234,21 +243,21 @@ def _read(file: Path) -> dict:
         raise UsageError(f"{file} is not valid TOML: {err}", "fix the line named, or move the file away") from None
 
 
-def _build(file: Path, data: dict) -> Config:
+def build_config(file: Path, data: dict) -> Config:
     warnings: list[str] = []
     for name in data:
         if name not in _SECTIONS:
             warnings.append(f"{file}: unknown section [{name}] ignored (known: {', '.join(_SECTIONS)})")
 
     defaults_table = _table(file, data, "defaults")
-    values = _check_table(file, "[defaults]", defaults_table, _DEFAULTS_CHECKS, warnings)
+    values = _check_table(file, "[defaults]", defaults_table, DEFAULTS_CHECKS, warnings)
     defaults = Defaults(**values)
 
     models: dict[str, ModelAlias] = {}
     for name, table in _table(file, data, "models").items():
-        where = f"[models.{_key_text(name)}]"
+        where = f"[models.{key_text(name)}]"
         if not isinstance(table, dict):
-            raise UsageError(f"{file}: models.{_key_text(name)} is not a table",
+            raise UsageError(f"{file}: models.{key_text(name)} is not a table",
                              f'write it as {where} followed by path = "..."')
         if name == DEFAULT_MODEL:
             raise UsageError(f"{file}: {where} uses the reserved name '{DEFAULT_MODEL}'",
@@ -256,7 +265,7 @@ def _build(file: Path, data: dict) -> Config:
         if "path" not in table:
             raise UsageError(f"{file}: {where} has no path",
                              f'add path = "/models/{name}" (a local directory, GGUF file or HF id) under {where}')
-        values = _check_table(file, where, table, _ALIAS_CHECKS, warnings)
+        values = _check_table(file, where, table, ALIAS_CHECKS, warnings)
         values["path"] = os.path.expanduser(values["path"])
         models[name] = ModelAlias(name=name, **values)
 
@@ -264,8 +273,8 @@ def _build(file: Path, data: dict) -> Config:
     for binding, value in _table(file, data, "keys").items():
         try:
             keys[binding] = _keys(value)
-        except _Bad as bad:
-            raise UsageError(f"{file}: [keys] {_key_text(binding)} {bad.problem}", bad.fix) from None
+        except BadValue as bad:
+            raise UsageError(f"{file}: [keys] {key_text(binding)} {bad.problem}", bad.fix) from None
 
     return Config(path=file, exists=True, defaults=defaults, models=models, keys=keys, warnings=tuple(warnings))
 
@@ -282,120 +291,23 @@ def _check_table(file: Path, where: str, table: dict, checks: dict[str, Check], 
     for key, value in table.items():
         check = checks.get(key)
         if check is None:
-            warnings.append(f"{file}: unknown key {where} {_key_text(key)} ignored (known: {', '.join(checks)})")
+            warnings.append(f"{file}: unknown key {where} {key_text(key)} ignored (known: {', '.join(checks)})")
             continue
         try:
             values[key] = check(value)
-        except _Bad as bad:
-            raise UsageError(f"{file}: {where} {key} = {_shown(value)} {bad.problem}", bad.fix) from None
+        except BadValue as bad:
+            raise UsageError(f"{file}: {where} {key} = {shown_value(value)} {bad.problem}", bad.fix) from None
     return values
 
 
-def _shown(value: Any) -> str:
+def shown_value(value: Any) -> str:
     text = repr(value) if not isinstance(value, bool) else str(value).lower()
     return text if len(text) <= 40 else text[:39] + "…"
 
 
-def _key_text(key: str) -> str:
+def key_text(key: str) -> str:
     bare = key and all(c.isascii() and (c.isalnum() or c in "-_") for c in key)
     return key if bare else f'"{key}"'
 
 
 # -- writing -----------------------------------------------------------------
-
-
-def save_alias(name: str, path: str, *, quant: str | None = None, dtype: str | None = None,
-               device_map: str | None = None, trust_remote_code: bool = False, engine: str | None = None,
-               max_memory: str | None = None, config_path: str | os.PathLike | None = None) -> ModelAlias:
-    """Add or replace ``[models.NAME]``, keeping every comment and other setting in the file.
-
-    Fields left as None are removed from the alias, so it follows [defaults].
-    """
-    file = Path(config_path) if config_path is not None else default_config_path()
-    if not name or name == DEFAULT_MODEL:
-        raise UsageError(f"'{name}' cannot be a model alias", "choose another name; 'default' is the embedded model")
-    wanted = {"path": path, "quant": quant, "dtype": dtype, "device_map": device_map,
-              "trust_remote_code": trust_remote_code or None, "engine": engine, "max_memory": max_memory}
-    where = f"[models.{_key_text(name)}]"
-    for key, value in wanted.items():
-        if value is not None:
-            try:
-                _ALIAS_CHECKS[key](value)
-            except _Bad as bad:
-                raise UsageError(f"{file}: {where} {key} = {_shown(value)} {bad.problem}", bad.fix) from None
-
-    doc = _parse_for_edit(file)
-    models = doc.get("models")
-    if models is None:
-        models = tomlkit.table(is_super_table=True)
-        doc["models"] = models
-    table = models.get(name)
-    if table is None:
-        table = tomlkit.table()
-        models[name] = table
-    # Edit the existing table in place so comments on kept keys survive.
-    for key, value in wanted.items():
-        if value is None:
-            if key in table:
-                del table[key]
-        elif table.get(key) != value:
-            table[key] = value
-    _write(file, tomlkit.dumps(doc))
-    return load_config(file).models[name]
-
-
-def remove_alias(name: str, *, config_path: str | os.PathLike | None = None) -> bool:
-    """Delete ``[models.NAME]``; False when there was none."""
-    file = Path(config_path) if config_path is not None else default_config_path()
-    if not file.exists():
-        return False
-    doc = _parse_for_edit(file)
-    models = doc.get("models")
-    if models is None or name not in models:
-        return False
-    del models[name]
-    _write(file, tomlkit.dumps(doc))
-    return True
-
-
-def save_default(key: str, value: Any, *, config_path: str | os.PathLike | None = None) -> None:
-    """Set one ``[defaults]`` value (None removes it), e.g. the theme picked in the app."""
-    file = Path(config_path) if config_path is not None else default_config_path()
-    check = _DEFAULTS_CHECKS.get(key)
-    if check is None:
-        raise UsageError(f"'{key}' is not a [defaults] setting", "use one of: " + ", ".join(_DEFAULTS_CHECKS))
-    if value is not None:
-        try:
-            check(value)
-        except _Bad as bad:
-            raise UsageError(f"{file}: [defaults] {key} = {_shown(value)} {bad.problem}", bad.fix) from None
-    doc = _parse_for_edit(file)
-    defaults = doc.get("defaults")
-    if defaults is None:
-        if value is None:
-            return
-        defaults = tomlkit.table()
-        doc["defaults"] = defaults
-    if value is None:
-        if key in defaults:
-            del defaults[key]
-    else:
-        defaults[key] = value
-    _write(file, tomlkit.dumps(doc))
-
-
-def _parse_for_edit(file: Path) -> tomlkit.TOMLDocument:
-    if not file.exists():
-        doc = tomlkit.document()
-        doc.add(tomlkit.comment("llm-tui configuration"))
-        return doc
-    _build(file, _read(file))  # refuse to rewrite a file that does not load
-    return tomlkit.parse(file.read_text(encoding="utf-8"))
-
-
-def _write(file: Path, text: str) -> None:
-    # Write a sibling file and rename it over, so a crash never leaves half a config.
-    file.parent.mkdir(parents=True, exist_ok=True)
-    temp = file.with_name(f".{file.name}.tmp")
-    temp.write_text(text, encoding="utf-8")
-    os.replace(temp, file)

@@ -227,11 +227,14 @@ class Turns:
         context = s.prompt_tokens + s.new_tokens
         self.status.set(state="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context,
                         kv=self._context_projection(context))
-        if done.captured_ids is not None:
-            self.inspector.show_captured(PromptCheck.of(message.view, done.captured_ids))
+        if done.stop_reason != "error" or done.captured_ids is not None:
+            self.inspector.show_captured(PromptCheck.of(message.view, done.captured_ids, done.prompt_count,
+                                                        level=done.prompt_check))
         self.meter.log_turn(turn.index, context)
 
     def _context_projection(self, context_tokens: int) -> str:
+        if not getattr(self.models.handle, "local", True):
+            return ""  # a server's KV cache is its own (the meter shows what it reports)
         try:
             projection = context_projection(self.models.handle, context_tokens)
         except Exception:

@@ -9,6 +9,8 @@ freeze the meter with ``Meter(paused=True)`` and show chosen samples with
 
 from __future__ import annotations
 
+from typing import Callable
+
 from rich.style import Style
 from rich.text import Text
 from textual.message import Message
@@ -16,9 +18,11 @@ from textual.reactive import reactive
 from textual.widget import Widget
 from textual.worker import Worker, get_current_worker
 
+from backends.core.errors import LlmTuiError
 from backends.core.units import format_bytes, format_change
 from backends.hardware.history import History, MemoryLog, TurnChange, TurnMemory
 from backends.hardware.sampling import Sample, Sampler
+from backends.server.metrics import ServerMetrics, metrics_line
 
 from .sparkline import bar_text, level_style, sparkline, theme_style
 
@@ -50,7 +54,8 @@ def _percent(value: float | None) -> str:
 
 
 class Meter(Widget):
-    """GPU memory and utilisation per device, or process RSS, RAM and CPU without a GPU."""
+    """GPU memory and utilisation per device, or process RSS, RAM and CPU without a GPU; and, for
+    a model served elsewhere, what its server reports (``watch_server``)."""
 
     DEFAULT_CSS = """
     Meter {
@@ -75,11 +80,13 @@ class Meter(Widget):
     class Sampled(Message):
         """One telemetry sample; a newer one replaces an older one still in the queue."""
 
-        def __init__(self, sample: Sample, gpu_status: str, meter: "Meter | None" = None) -> None:
+        def __init__(self, sample: Sample, gpu_status: str, meter: "Meter | None" = None,
+                     server: ServerMetrics | None = None) -> None:
             super().__init__()
             self.sample = sample
             self.gpu_status = gpu_status
             self.meter = meter
+            self.server = server
 
         @property
         def control(self) -> "Meter | None":
@@ -115,6 +122,9 @@ class Meter(Widget):
         self._gpu_status = ""
         self._error: str | None = None
         self._worker: Worker | None = None
+        #: A served model: its name and how to read its server's figures (sampled with the rest).
+        self._server: tuple[str, Callable[[], ServerMetrics]] | None = None
+        self._server_metrics: ServerMetrics | None = None
         self.set_reactive(Meter.paused, paused)
 
     # -- public API ------------------------------------------------------------------
@@ -147,9 +157,15 @@ class Meter(Widget):
     def resume(self) -> None:
         self.paused = False
 
-    def feed(self, sample: Sample, gpu_status: str | None = None) -> None:
+    def watch_server(self, label: str | None, read: Callable[[], ServerMetrics] | None) -> None:
+        """Show what ``read()`` says about the server of the model ``label`` (None: no server)."""
+        self._server = (label, read) if read is not None else None
+        self._server_metrics = None
+        self.refresh(layout=True)
+
+    def feed(self, sample: Sample, gpu_status: str | None = None, server: ServerMetrics | None = None) -> None:
         """Show ``sample`` now, as if sampled (deterministic displays for tests and snapshots)."""
-        self._show(sample, self._gpu_status if gpu_status is None else gpu_status)
+        self._show(sample, self._gpu_status if gpu_status is None else gpu_status, server)
 
     def log_turn(self, turn_index: int, context_tokens: int) -> TurnMemory | None:
         """Record memory after turn ``turn_index`` from the latest sample; None before any sample."""
@@ -194,23 +210,30 @@ class Meter(Widget):
                 except Exception as err:  # keep the app alive; say why the meter stopped
                     self.post_message(self.SamplingFailed(f"{type(err).__name__}: {err}", self))
                     return
-                self.post_message(self.Sampled(sample, status, self))
+                server = self._server
+                try:
+                    metrics = server[1]() if server is not None else None
+                except LlmTuiError:
+                    metrics = ServerMetrics()  # unreachable for now: the line says it reports nothing
+                self.post_message(self.Sampled(sample, status, self, metrics))
                 worker.cancelled_event.wait(self.interval)
         finally:
             sampler.close()
 
     def on_meter_sampled(self, message: Sampled) -> None:
         if message.control is self and not self.paused:
-            self._show(message.sample, message.gpu_status)
+            self._show(message.sample, message.gpu_status, message.server)
 
     def on_meter_sampling_failed(self, message: SamplingFailed) -> None:
         if message.control is self:
             self._error = message.error
             self.refresh(layout=True)
 
-    def _show(self, sample: Sample, gpu_status: str) -> None:
+    def _show(self, sample: Sample, gpu_status: str, server: ServerMetrics | None = None) -> None:
         self._history.append(sample)
         self._gpu_status = gpu_status
+        if server is not None:
+            self._server_metrics = server
         self.refresh(layout=True)
 
     # -- drawing -----------------------------------------------------------------------
@@ -227,6 +250,8 @@ class Meter(Widget):
         lines: list[Text] = []
         if self._error:
             lines.append(Text(f"meter stopped: {self._error}", self._style("status")))
+        if self._server is not None:
+            lines.extend(self._server_lines())
         if sample is None:
             lines.append(Text("sampling…", self._style("muted")))
         else:
@@ -289,6 +314,15 @@ class Meter(Widget):
         lines.append(rss)
         lines.append(self._bar_line("RAM", sample.sys_ram_used, sample.sys_ram_total, width))
         return lines
+
+    def _server_lines(self) -> list[Text]:
+        head = Text("server ", self._style("label"), no_wrap=True, overflow="ellipsis")
+        head.append(self._server[0])
+        metrics = self._server_metrics
+        body = Text(metrics_line(metrics) if metrics is not None else "asking the server…",
+                    self._style("muted") if metrics is None or metrics.empty else "", no_wrap=True,
+                    overflow="ellipsis")
+        return [head, body, Text("this machine:", self._style("label"))]
 
     def _spark_line(self, width: int) -> Text:
         latest = self._history.latest

@@ -16,6 +16,10 @@ from backends.prompt.view import PromptView
 class Sink(Protocol):
     stop_ids: list[int]  # end-of-turn tokens: generation ends after one of them
     captured: list[int] | None  # what ``capture`` kept, once it was called
+    #: Set by an engine that knows: how far the prompt could be checked ("ids", "count", "none")
+    #: and why the turn ended ("eos", "length"), when no end-of-turn token says so.
+    check: str
+    ended: str | None
 
     @property
     def stopped(self) -> bool:
@@ -26,6 +30,15 @@ class Sink(Protocol):
 
     def token(self, token_id: int) -> None:
         """One generated token, as soon as it is known."""
+
+    def text(self, delta: str, token_id: int | None = None) -> None:
+        """A piece of the reply that came as text (a server's stream), with its token ID when known."""
+
+    def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
+        """The engine's own token counts."""
+
+    def echoed(self, ids) -> None:
+        """The engine's own account of the prompt it read."""
 
 
 class Runner(Protocol):

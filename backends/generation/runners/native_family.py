@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+from dataclasses import replace
 
 from backends.core.errors import GenerationError, UsageError
 from backends.prompt.view import PromptView
@@ -22,7 +23,6 @@ class NativeFamily:
     def __init__(self, family, runner) -> None:
         self._family = family
         self._runner = runner
-        self._rendered: list[tuple[PromptView, list[dict]]] = []
 
     def __getattr__(self, name):
         return getattr(self._family, name)
@@ -35,8 +35,7 @@ class NativeFamily:
         else:
             view = self._family.render(messages, add_generation_prompt=add_generation_prompt,
                                        max_new_tokens=max_new_tokens)
-        self._rendered = [(v, m) for v, m in self._rendered[-7:]] + [(view, [dict(m) for m in messages])]
-        return view
+        return replace(view, messages=[dict(m) for m in messages])
 
     def narrowed(self, max_prompt_tokens: int, max_new_tokens: int | None = None):
         # The model's own method applies its own window to the history it is given.
@@ -45,9 +44,9 @@ class NativeFamily:
                          "use --engine loop, or /budget off")
 
     def messages_for(self, view: PromptView) -> list[dict]:
-        for rendered, messages in reversed(self._rendered):
-            if rendered is view:
-                return messages
+        """The messages the method is called with: those the view was rendered from."""
+        if view.messages:
+            return view.messages
         raise GenerationError("the native engine got a prompt it did not render",
                               "render the conversation through the model handle")
 

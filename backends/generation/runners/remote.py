@@ -1,0 +1,109 @@
+"""A turn on a server: the OpenAI-compatible API, streamed, with the prompt checked as far as the server allows.
+
+Where the server takes token IDs as the prompt (vLLM, llama-server), the
+previewed IDs themselves are sent to ``/v1/completions``: what the engine
+reads is the preview, by construction, and vLLM echoes the IDs back for the
+check. Elsewhere the messages go to ``/v1/chat/completions`` and the prompt
+token count in ``usage`` is compared with the preview's. Stopping closes the
+stream, which makes the server cancel the request.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from backends.core.params import SamplingParams
+from backends.generation.runners.base import Sink
+from backends.prompt.view import PromptView
+from backends.server.client import EventStream, ServerClient
+from backends.server.metrics import ServerMetrics, read_metrics
+from backends.server.probe import ServerInfo
+
+#: How often a waiting stream looks at the stop flag (a server may be silent for a long prefill).
+STOP_POLL_SECONDS = 0.05
+#: Servers that take the sampling parameters beyond OpenAI's (top_k, repetition_penalty).
+_EXTENDED = ("vllm", "llama.cpp", "sglang")
+_ENDED = {"stop": "eos", "eos": "eos", "length": "length"}
+
+
+class RemoteRunner:
+    name = "remote"
+
+    def __init__(self, client: ServerClient, info: ServerInfo, *, sends_ids: bool) -> None:
+        self.client = client
+        self.info = info
+        #: The prompt goes as the previewed token IDs (False: as chat messages).
+        self.sends_ids = sends_ids
+
+    def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
+        body = self._sampling(params)
+        as_ids = self.sends_ids and bool(view.ids)
+        if as_ids:
+            path = "/v1/completions"
+            body["prompt"] = list(view.ids)
+            if self.info.echoes_ids:
+                body["return_token_ids"] = True
+            sink.check = "ids"
+            sink.capture(view.ids)  # sent as IDs: what the engine reads, unless it echoes otherwise
+        else:
+            path = "/v1/chat/completions"
+            body["messages"] = view.messages
+            sink.check = "count" if view.ids else "none"
+        stream = self.client.stream(path, body)
+        done = threading.Event()
+        threading.Thread(target=self._close_on_stop, args=(stream, sink, done), daemon=True,
+                         name="llm-tui-remote-stop").start()
+        new_ids: list[int] = []
+        try:
+            for chunk in stream:
+                self._read(chunk, as_ids, sink, new_ids)
+        finally:
+            done.set()
+            stream.close()
+        return new_ids
+
+    def _sampling(self, params: SamplingParams) -> dict:
+        body = {"model": self.info.model, "stream": True, "stream_options": {"include_usage": True},
+                "max_tokens": params.max_new_tokens, "temperature": 0.0 if params.greedy else params.temperature}
+        if not params.greedy:
+            body["top_p"] = params.top_p
+            if params.top_k and self.info.kind in _EXTENDED:
+                body["top_k"] = params.top_k
+        if params.repetition_penalty != 1.0 and self.info.kind in _EXTENDED:
+            body["repetition_penalty"] = params.repetition_penalty
+        if params.seed is not None:
+            body["seed"] = params.seed
+        return body
+
+    @staticmethod
+    def _close_on_stop(stream: EventStream, sink: Sink, done: threading.Event) -> None:
+        while not done.wait(STOP_POLL_SECONDS):
+            if sink.stopped:
+                stream.close()  # the server sees the connection go and cancels the request
+                return
+
+    @staticmethod
+    def _read(chunk: dict, as_ids: bool, sink: Sink, new_ids: list[int]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            sink.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        prompt_ids = chunk.get("prompt_token_ids")
+        for choice in chunk.get("choices") or []:
+            prompt_ids = choice.get("prompt_token_ids", prompt_ids)
+            text = choice.get("text") if as_ids else (choice.get("delta") or {}).get("content")
+            ids = choice.get("token_ids") or []
+            end_of_turn = choice.get("finish_reason") == "stop" and not text
+            if (text or ids) and not end_of_turn:  # the end-of-turn token is not reply text
+                sink.text(text or "", ids[0] if len(ids) == 1 else None)
+            new_ids.extend(int(i) for i in ids)
+            if choice.get("finish_reason"):
+                sink.ended = _ENDED.get(choice["finish_reason"], "eos")
+        if prompt_ids:
+            sink.echoed(prompt_ids)  # the server's own account of what it read
+
+    def metrics(self) -> ServerMetrics:
+        """What the server reports about its load now (for the meter)."""
+        return read_metrics(self.client)
+
+    def release(self) -> None:
+        self.client.close()
