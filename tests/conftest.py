@@ -39,7 +39,7 @@ def demo_handle(demo_dir):
     from backends.core.spec import ModelSpec
     from backends.generation.open import open_model
 
-    handle = open_model(ModelSpec())
+    handle = open_model(ModelSpec(engine="generate"))  # transformers, whatever else is installed
     yield handle
 
 

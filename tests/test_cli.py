@@ -65,7 +65,7 @@ def test_backends_never_imports_textual(demo_dir):
 
 @pytest.mark.slow
 def test_run_answers_paris_on_the_default_model(demo_dir):
-    result = llm_tui("run", "-p", "What is the capital of France?", "--temperature", "0")
+    result = llm_tui("run", "-p", "What is the capital of France?", "--temperature", "0", "--engine", "generate")
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
     assert "tok/s" in result.stderr and "stop: eos" in result.stderr

@@ -193,6 +193,6 @@ def test_the_app_on_a_server_shows_the_check_it_could_make(served):
             app.input.load_text("/profile")
             await pilot.press("enter")
             await pilot.pause()
-            assert "runs on a server" in screen_text(app)
+            assert "runs on transformers server" in screen_text(app)
 
     asyncio.run(scenario())

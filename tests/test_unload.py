@@ -37,7 +37,7 @@ _SCRIPT = textwrap.dedent("""
     warm.unload()
     del warm
     baseline = release_memory()
-    handle = open_model(ModelSpec())
+    handle = open_model(ModelSpec(engine="generate"))  # transformers, whatever else is installed
     answer = turn(handle, 6)
     loaded = rss()
     ref = weakref.ref(handle.model)

@@ -38,7 +38,9 @@ def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device-map", default="auto", metavar="MAP", help="auto, cpu, or cuda:0[,cuda:1...]")
     group.add_argument("--max-memory", metavar="SPEC", help="per-device limits for auto placement, e.g. 0=20GiB,cpu=64GiB")
     group.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python files to run")
-    group.add_argument("--engine", default="auto", choices=ENGINE_CHOICES, help="how to generate (auto picks per model)")
+    group.add_argument("--engine", default="auto", choices=ENGINE_CHOICES, help="how to generate: generate (transformers), loop, native (remote-code checkpoints), llamacpp (.gguf); auto picks per model")
+    group.add_argument("--n-gpu-layers", type=int, default=0, metavar="N",
+                       help="llama.cpp (a .gguf file): layers to offload to the GPU (-1: all)")
     add_server_flags(group)
 
 

@@ -7,7 +7,7 @@ import sys
 from backends.checkpoint.headers import read_checkpoint_config
 from backends.core.errors import UsageError
 from backends.core.units import format_bytes
-from backends.generation.open import open_model
+from backends.generation.open import open_model, runs_on_llamacpp
 from backends.loading import transformers_loader as loader
 from backends.memory.kv import max_context
 from backends.memory.turn import kv_bytes_per_token_of
@@ -42,6 +42,8 @@ def run_profile_command(args, spec, progress: Progress | None = None) -> int:
     if spec.is_url:
         raise UsageError(f"{spec.source} is a server: a profile measures a model in this process",
                          "profile the model where it runs, or give a local directory")
+    if spec.engine == "auto" and runs_on_llamacpp(spec):
+        spec = spec.with_(engine="generate")  # a profile measures transformers' memory, not llama.cpp's
     lengths = parse_lengths(getattr(args, "lengths", "256,512,1024,2048"))
     decode = int(getattr(args, "decode_tokens", 32) or 0)
     if decode < 0:

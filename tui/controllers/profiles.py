@@ -81,9 +81,9 @@ class Profiles:
         handle = self.models.handle
         if handle is None:
             raise UsageError("no model is loaded", "press F2 to pick one, then profile")
-        if not handle.local:
-            raise UsageError(f"{handle.info.label} runs on a server: a profile measures a model in this process",
-                             "the meter shows what the server reports about its memory")
+        if not handle.torch:
+            raise UsageError(f"a profile measures a transformers model in this process; {handle.info.label} runs "
+                             f"on {handle.info.device}", "the meter shows the memory it uses")
         decode = self.decode_tokens
         arg = (arg or "").strip()
         lengths = parse_lengths(arg, "/profile") if arg else default_lengths(handle, decode)

@@ -233,7 +233,7 @@ class Turns:
         self.meter.log_turn(turn.index, context)
 
     def _context_projection(self, context_tokens: int) -> str:
-        if not getattr(self.models.handle, "local", True):
+        if not getattr(self.models.handle, "torch", True):
             return ""  # a server's KV cache is its own (the meter shows what it reports)
         try:
             projection = context_projection(self.models.handle, context_tokens)

@@ -54,12 +54,15 @@ class RemoteRunner:
         threading.Thread(target=self._close_on_stop, args=(stream, sink, done), daemon=True,
                          name="llm-tui-remote-stop").start()
         new_ids: list[int] = []
+        counted = False
         try:
             for chunk in stream:
-                self._read(chunk, as_ids, sink, new_ids)
+                counted = self._read(chunk, as_ids, sink, new_ids) or counted
         finally:
             done.set()
             stream.close()
+        if sink.check == "count" and not counted:
+            sink.check = "none"  # the server reported no prompt token count: nothing could be checked
         return new_ids
 
     def _sampling(self, params: SamplingParams) -> dict:
@@ -83,9 +86,11 @@ class RemoteRunner:
                 return
 
     @staticmethod
-    def _read(chunk: dict, as_ids: bool, sink: Sink, new_ids: list[int]) -> None:
+    def _read(chunk: dict, as_ids: bool, sink: Sink, new_ids: list[int]) -> bool:
+        """Take one chunk; True when it carried the server's token counts."""
         usage = chunk.get("usage")
-        if isinstance(usage, dict):
+        counted = isinstance(usage, dict) and usage.get("prompt_tokens") is not None
+        if counted:
             sink.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
         prompt_ids = chunk.get("prompt_token_ids")
         for choice in chunk.get("choices") or []:
@@ -100,6 +105,7 @@ class RemoteRunner:
                 sink.ended = _ENDED.get(choice["finish_reason"], "eos")
         if prompt_ids:
             sink.echoed(prompt_ids)  # the server's own account of what it read
+        return counted
 
     def metrics(self) -> ServerMetrics:
         """What the server reports about its load now (for the meter)."""

@@ -46,8 +46,13 @@ class TokenPieces:
         self.special_ids = {i for i, t in added.items() if getattr(t, "special", False)}
         self.special_ids.update(getattr(tokenizer, "all_special_ids", []) or [])
         self._memo: dict[int, str] = {}
+        # A tokenizer that knows its tokens' bytes and control tokens itself (llama.cpp's) says so.
+        self._own_bytes = getattr(tokenizer, "token_bytes", None)
+        self._own_special = getattr(tokenizer, "is_special", None)
 
     def token_bytes(self, token_id: int) -> bytes:
+        if self._own_bytes is not None:
+            return self._own_bytes(token_id)
         if token_id in self.added:
             return self.added[token_id].encode("utf-8")
         token = self.tokenizer.convert_ids_to_tokens(token_id)
@@ -74,6 +79,8 @@ class TokenPieces:
         return out
 
     def special(self, ids: list[int]) -> list[bool]:
+        if self._own_special is not None:
+            return [self._own_special(i) for i in ids]
         special = self.special_ids
         return [i in special for i in ids]
 

@@ -1,0 +1,65 @@
+"""llama.cpp as a runner: the GGUF as it is, token IDs in and out, stop between any two tokens.
+
+The previewed IDs are evaluated as they are: a chunked prefill through
+``Llama.eval`` (a stop is answered between chunks), then llama.cpp's own
+sampler token by token. The IDs captured are the ones llama.cpp holds as
+evaluated, read back from it.
+"""
+
+from __future__ import annotations
+
+import time
+
+from backends.core.params import SamplingParams
+from backends.generation.runners.base import Sink
+from backends.generation.runners.prefill import ChunkSizer, Stopped
+from backends.prompt.view import PromptView
+
+
+class LlamaCppRunner:
+    name = "llamacpp"
+    device = "cpu"  # its memory is this process's (RSS), wherever its layers run
+
+    def run(self, llm, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
+        ids = list(view.ids)
+        stop_ids = set(sink.stop_ids) | {llm.token_eos()}
+        llm.reset()
+        try:
+            self._prefill(llm, ids[:-1], sink)
+        except Stopped:
+            sink.capture(list(llm.input_ids[:llm.n_tokens]))
+            return []
+        if params.seed is not None:
+            llm.set_seed(params.seed)
+        new_ids: list[int] = []
+        tokens = llm.generate(ids[-1:], reset=False, temp=0.0 if params.greedy else params.temperature,
+                              top_k=params.top_k or 0, top_p=params.top_p, min_p=0.0,
+                              repeat_penalty=params.repetition_penalty)
+        try:
+            for token in tokens:
+                if not new_ids:  # the whole prompt is evaluated now: read back what llama.cpp holds
+                    sink.capture(list(llm.input_ids[:len(ids)]))
+                new_ids.append(int(token))
+                sink.token(int(token))
+                if token in stop_ids or len(new_ids) >= params.max_new_tokens or sink.stopped:
+                    break
+        finally:
+            tokens.close()
+        return new_ids
+
+    @staticmethod
+    def _prefill(llm, ids: list[int], sink: Sink) -> None:
+        """Evaluate ``ids`` in chunks, checking the stop flag between them."""
+        sizer = ChunkSizer()
+        fed = 0
+        while fed < len(ids):
+            if sink.stopped:
+                raise Stopped()
+            chunk = ids[fed:fed + sizer.size]
+            started = time.perf_counter()
+            llm.eval(chunk)
+            sizer.took(len(chunk), time.perf_counter() - started)
+            fed += len(chunk)
+
+    def release(self) -> None:
+        pass

@@ -1,0 +1,113 @@
+"""GGUF files run by llama.cpp in this process (the ``llamacpp`` extra): the default model's own GGUF,
+its template and tokenizer, IDs in and out, stopping, and llama-cpp-python's own server.
+
+llama-cpp-python has no wheel on PyPI for this platform (it builds from source
+in about ten minutes), so these tests run where the extra is installed and
+say so where it is not.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backends.core.errors import UsageError
+from backends.core.params import SamplingParams
+from backends.core.spec import ModelSpec
+from backends.generation.open import open_model
+
+llama_cpp = pytest.importorskip(
+    "llama_cpp", reason="llama-cpp-python is not installed: pip install 'llm-tui[llamacpp]' (a source build, "
+    "~10 min; on CPUs with AMX use CMAKE_ARGS=\"-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON\")")
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def gguf_handle(demo_dir):
+    return open_model(ModelSpec())  # the default model: auto picks llama.cpp when it is installed
+
+
+def test_the_default_model_runs_from_its_gguf_with_llamacpp_tokens(gguf_handle, demo_dir):
+    from transformers import AutoTokenizer
+
+    assert gguf_handle.family.name == "gguf (llama.cpp)" and gguf_handle.info.quant == "Q4_1"
+    view = gguf_handle.render(QUESTION)
+    tokenizer = AutoTokenizer.from_pretrained(str(demo_dir))
+    text = tokenizer.apply_chat_template(QUESTION, tokenize=False, add_generation_prompt=True)
+    assert view.text == text  # the GGUF's template rendered as transformers renders it
+    assert view.ids == tokenizer(text, add_special_tokens=False)["input_ids"]  # and llama.cpp tokenizes alike
+    assert view.special[0] and view.pieces[0] == "<|im_start|>" and [s.role for s in view.spans][-1] == "generation"
+
+    events = list(gguf_handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=12)))
+    done = events[-1]
+    assert done.prompt_check == "ids" and done.captured_ids == view.ids  # read back from llama.cpp
+    # The same IDs through llama.cpp's own generate() give the same tokens.
+    reference = []
+    for token in gguf_handle.model.generate(view.ids, temp=0.0):
+        reference.append(token)
+        if len(reference) == len(events) - 1:
+            break
+    assert [e.id for e in events[:-1]] == reference
+    assert done.text == gguf_handle.model.detokenize(reference).decode("utf-8")
+
+
+def test_a_stop_during_a_long_prefill_is_answered_between_chunks(gguf_handle):
+    stop = threading.Event()
+    generation = gguf_handle.stream([{"role": "user", "content": "word " * 6000}],
+                                    SamplingParams(temperature=0, max_new_tokens=4), stop)
+    time.sleep(0.3)
+    stop.set()
+    started = time.monotonic()
+    done = list(generation)[-1]
+    assert done.stop_reason == "stopped" and time.monotonic() - started < 1.5
+    assert done.captured_ids is not None and 0 < len(done.captured_ids) < len(done.prompt_ids)
+    assert done.captured_ids == done.prompt_ids[:len(done.captured_ids)]  # exactly what llama.cpp evaluated
+
+
+def test_engines_are_chosen_and_refused_in_one_line(tiny_model_dir):
+    assert open_model(ModelSpec(engine="generate")).family.name == "smollm"  # transformers, as asked
+    with pytest.raises(UsageError, match="--engine llamacpp runs GGUF files"):
+        open_model(ModelSpec(source=str(tiny_model_dir), engine="llamacpp"))
+    with pytest.raises(UsageError, match="a GGUF file is quantized already"):
+        open_model(ModelSpec(engine="llamacpp", quant="nf4"))
+
+
+def test_run_json_on_the_gguf(demo_dir):
+    result = subprocess.run([sys.executable, "-m", "tui.cli", "run", "-p", QUESTION[0]["content"], "--temperature",
+                             "0", "--max-new-tokens", "8", "--json"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    done = json.loads(result.stdout.splitlines()[-1])
+    assert done["family"] == "gguf (llama.cpp)" and done["prompt_check"] == "ids"
+    assert done["captured_ids"] == done["prompt_ids"]
+
+
+def test_llama_cpp_server_on_loopback(demo_dir, tmp_path):
+    pytest.importorskip("sse_starlette", reason="llama-cpp-python's server needs 'llama-cpp-python[server]'")
+    from server_stubs import free_port, wait_until_up
+
+    from backends.checkpoint.demo import demo_gguf
+
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(demo_gguf()), "--port",
+                                str(port), "--n_ctx", "2048"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/v1/models", process)
+        handle = open_model(ModelSpec(source=f"http://127.0.0.1:{port}/v1", tokenizer=str(demo_dir)))
+        events = list(handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=8)))
+        done = events[-1]
+        assert done.stop_reason in ("eos", "length") and done.text
+        # Chat messages, and this server streams no usage: nothing could be checked, and it says so.
+        assert done.prompt_check == "none" and done.prompt_count is None and done.captured_ids is None
+    finally:
+        process.terminate()
+        process.wait(20)
