@@ -150,6 +150,12 @@ class ShapeServer:
             last = token == self.tokenizer.eos_token_id
             text = "" if last else self.tokenizer.decode([token])
             choice = {"index": 0, "finish_reason": "stop" if last else None}
+            if body.get("logprobs") and text:  # a fixed log-probability and one alternative, as documented
+                top = {text: -0.25, "X": -1.75}
+                choice["logprobs"] = ({"tokens": [text], "token_logprobs": [-0.25], "top_logprobs": [top]}
+                                      if path == "/v1/completions" else
+                                      {"content": [{"token": text, "logprob": -0.25, "top_logprobs": [
+                                          {"token": t, "logprob": v} for t, v in top.items()]}]})
             if path == "/v1/completions":
                 choice["text"] = text
                 if body.get("return_token_ids"):

@@ -144,6 +144,18 @@ def test_a_server_of_several_models_needs_model_and_the_key_stays_in_the_environ
         assert "sk-test-123" not in json.dumps(spec.to_json())
 
 
+def test_a_servers_logprobs_take_the_same_shape(demo_tokenizer):
+    for kind in ("vllm", "llama.cpp"):
+        with ShapeServer(demo_tokenizer, kind) as server:
+            handle = open_model(ModelSpec(source=server.url))
+            events = list(handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=4, top_logprobs=2)))
+            info = events[0].info
+            assert server.requests[-1][1]["logprobs"] == 2
+            assert info.logprob == -0.25 and info.rank == 1 and info.entropy is None
+            assert [(a.piece, a.logprob) for a in info.top] == [(events[0].text, -0.25), ("X", -1.75)]
+            assert info.top[0].id is None  # the OpenAI API names alternatives by their text only
+
+
 def test_token_strings_become_text():
     assert readable_piece("Ġthe") == " the" and readable_piece("Ċ") == "\n"
     assert readable_piece("▁the") == " the" and readable_piece("<|im_end|>") == "<|im_end|>"

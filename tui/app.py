@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import traceback
+from functools import partial
 from typing import Iterable
 
 from textual import on
@@ -20,7 +21,7 @@ from textual.actions import SkipAction
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Footer
+from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
 
 from backends.core.errors import UsageError, error_line
@@ -28,6 +29,7 @@ from backends.core.params import SamplingParams
 from backends.storage.config_edit import save_default
 
 from . import commands
+from .controllers.branches import Branches
 from .controllers.preview import PromptPreview
 from .controllers.profiles import Profiles
 from .controllers.registry import ModelRegistry
@@ -58,6 +60,7 @@ from .widgets.inspector import Inspector
 from .widgets.meter import Meter
 from .widgets.prompt_input import PromptInput
 from .widgets.status import StatusBar
+from .widgets.token_view import legend, output_lines
 
 _PANE_ACTIONS = {"inspector_mode", "toggle_pane", "zoom", "memory"}
 
@@ -99,6 +102,9 @@ class LlmTuiApp(App[int]):
         self.sessions = Sessions(self, self.recorder, self.turns, chat=self.chat, status=self.status)
         self.recorder.on_damaged = lambda err: self.post_message(DatabaseDamaged(err))  # from any thread
         self.profiles = Profiles(self, self.models, self.turns, chat=self.chat, status=self.status, meter=self.meter)
+        self.branches = Branches(self, self.turns, self.recorder, chat=self.chat)
+        self.legend = Static(legend(), id="token-legend")
+        self.legend.display = False
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input)
         # The hooks between them: a profile holds the model like a turn does.
@@ -122,6 +128,7 @@ class LlmTuiApp(App[int]):
         with Horizontal(id="main"):
             with Vertical(id="chat-pane"):
                 yield self.chat
+                yield self.legend
                 yield self.input
             with Vertical(id="side"):
                 yield self.inspector
@@ -196,6 +203,43 @@ class LlmTuiApp(App[int]):
 
     def on_conversation_changed(self, message: ConversationChanged) -> None:
         self.preview.schedule(now=message.now)
+
+    # -- the output side: token colours, the token cursor, branches, the prompt's score -------------
+
+    def action_colour_tokens(self) -> None:
+        on = not self.chat.colour
+        self.chat.set_colour(on)
+        self.legend.display = on
+
+    def on_chat_log_token_focused(self, message: ChatLog.TokenFocused) -> None:
+        reply, index = message.reply, message.index
+        branch = f"branch {reply.branch[0]} of {reply.branch[1]}" if reply.branch else ""
+        self.inspector.show_output(lambda width: output_lines(reply.tokens, index, width, self.inspector.palette,
+                                                              branch=branch))
+
+    def on_chat_log_tokens_left(self) -> None:
+        self.inspector.hide_output()
+
+    async def on_chat_log_alternative_chosen(self, message: ChatLog.AlternativeChosen) -> None:
+        await self.branches.take_alternative(message.reply, message.index, message.rank)
+
+    async def on_chat_log_branch_step(self, message: ChatLog.BranchStep) -> None:
+        await self.branches.step(message.reply, message.step)
+
+    def on_inspector_score_requested(self, message: Inspector.ScoreRequested) -> None:
+        handle = self.models.handle
+        if handle is None:
+            return
+        self.status.set(state="scoring the prompt…")
+        self.run_worker(partial(self._score_work, handle, message.view), name="score", group="score", thread=True,
+                        exit_on_error=False)
+
+    def _score_work(self, handle, view) -> None:
+        try:
+            score = handle.score(view.ids)
+        finally:
+            self.call_from_thread(self.status.set, state="")
+        self.call_from_thread(self.inspector.show_score, view, score)
 
     def on_database_damaged(self, message: DatabaseDamaged) -> None:
         self.sessions.damaged(message.error)
@@ -364,14 +408,18 @@ class LlmTuiApp(App[int]):
         keys = self._keymap.get(binding.id, binding.key) if binding.id else binding.key
         return ", ".join(self._key_name(k) for k in keys.split(","))
 
-    def help_keys(self) -> list[tuple[str, str]]:
+    def help_keys(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The help screen's sections: the app's keys, then the token cursor's (read from ChatLog)."""
         rows = [(self.key_of(b), b.tooltip or b.description) for b in [*PromptInput.BINDINGS, *self.BINDINGS]
                 if not (b.id or "").startswith("app.model-")]
         rows.append(("1-9, Alt+1-9", "switch model (1-9 outside the input; F2 then 1-9 anywhere)"))
         rows.append(("Ctrl+P", "command palette: every action, themes"))
         rows.append(("Tab, Shift+Tab", "move between the input, the chat and the panes"))
         rows.append(("Ctrl+Q", "quit"))
-        return rows
+        cursor = [(self.key_of(b), b.tooltip or b.description.lower()) for b in ChatLog.BINDINGS
+                  if not (b.id or "").startswith("chat.alternative-")]
+        cursor.append(("1-9", "branch: write the reply again from this token, choosing alternative n"))
+        return [("Keys", rows), ("On a reply's tokens (v in the chat)", cursor)]
 
     def _key_name(self, key: str) -> str:
         key = key.strip()

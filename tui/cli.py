@@ -88,6 +88,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         source.add_argument("--messages", metavar="FILE", help="JSON list of {role, content}; - reads standard input")
         parser.add_argument("--system", metavar="TEXT", help="system prompt (put before the messages)")
         parser.add_argument("--json", action="store_true", help="JSON Lines: one token event per token, then a done event")
+        parser.add_argument("--top-logprobs", type=int, default=None, metavar="K",
+                            help="with --json, each token's log-probability, rank, entropy and K alternatives")
         add_loading_flags(parser)
         add_sampling_flags(parser)
     elif name == "inspect":
@@ -101,6 +103,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                             help="keep the prompt within N tokens by the model family's truncation")
         parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's tokenizer code to run")
+        parser.add_argument("--score", action="store_true",
+                            help="load the weights and give each prompt token's log-probability under the model")
         add_server_flags(parser)
     elif name == "profile":
         parser.description = "Measure peak memory, KV-cache size and speed at several context lengths."

@@ -17,7 +17,7 @@ from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
 from backends.core.spec import ModelSpec
-from backends.generation.open import open_model, open_prompt_side
+from backends.generation.open import open_model, open_prompt_side, runs_on_llamacpp
 from backends.memory.fit import plan_turn
 from backends.prompt.truncation import render_within
 from backends.storage.catalog import list_models
@@ -48,8 +48,9 @@ def messages_from_args(args) -> list[dict]:
 
 
 def params_from_args(args) -> SamplingParams:
-    params = SamplingParams()
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed", "max_prompt_tokens"):
+    params = SamplingParams(top_logprobs=0)  # computed only when asked for (--top-logprobs K)
+    for name in ("temperature", "top_p", "top_k", "repetition_penalty", "max_new_tokens", "seed", "max_prompt_tokens",
+                 "top_logprobs"):
         value = getattr(args, name, None)
         if value is not None:
             params = params.with_value(name, str(value))
@@ -89,7 +90,10 @@ def cmd_run(args) -> int:
             for event in generation.drain(0.1):
                 if isinstance(event, TokenEvent):
                     if args.json:
-                        out.write(json.dumps({"type": "token", "id": event.id, "text": event.text}, ensure_ascii=False) + "\n")
+                        record = {"type": "token", "id": event.id, "text": event.text}
+                        if event.info is not None:
+                            record.update(event.info.to_json())
+                        out.write(json.dumps(record, ensure_ascii=False) + "\n")
                     else:
                         out.write(safe(event.text))
                     out.flush()
@@ -150,9 +154,13 @@ def cmd_inspect(args) -> int:
         SamplingParams().with_value("max_prompt_tokens", str(args.max_prompt_tokens))  # range check
     view = render_within(family, messages, args.max_prompt_tokens,
                          add_generation_prompt=not args.no_generation_prompt, max_new_tokens=args.max_new_tokens)
+    score = _score(spec, view) if args.score else None
     if args.json:
         data = view.to_json()
         data["model"] = where
+        if score is not None:
+            data["logprobs"] = score.logprobs
+            data["score"] = {k: v for k, v in score.to_json().items() if k != "logprobs"}
         print(json.dumps(data, ensure_ascii=False))
         return 0
     print(visible_text(view.text))
@@ -163,7 +171,27 @@ def cmd_inspect(args) -> int:
     print("ids: " + " ".join(str(i) for i in view.ids))
     for warning in view.warnings:
         print(f"warning: {warning}")
+    if score is not None:
+        print(score_line(score, view))
     return 0
+
+
+def _score(spec, view):
+    """How the model reads the prompt (``--score``): this loads the weights, with transformers."""
+    if spec.engine == "auto" and runs_on_llamacpp(spec):
+        spec = spec.with_(engine="generate")  # scoring needs every position's logits
+    handle = open_model(spec, _progress_printer())
+    try:
+        return handle.score(view.ids)
+    finally:
+        handle.unload()
+
+
+def score_line(score, view) -> str:
+    """``mean log-probability -4.32 · least expected: #12 'LM' -22.6, …``"""
+    worst = ", ".join(f"#{p} {visible_text(view.pieces[p])!r} {v:.1f}" for p, v in score.least_expected())
+    mean = f"{score.mean:.2f}" if score.mean is not None else "—"
+    return f"mean log-probability {mean} · least expected: {worst}"
 
 
 def cmd_models(args) -> int:

@@ -40,6 +40,8 @@ APP_BINDINGS = [
             tooltip="copy the last reply to the clipboard (OSC 52)"),
     Binding("c", "copy_code", "Copy code", show=False, id="app.copy-code",
             tooltip="copy the last code block of the last reply"),
+    Binding("t", "colour_tokens", "Token colours", show=False, id="app.colour-tokens",
+            tooltip="colour each reply by how sure the model was of every token (v then walks them)"),
     # F4-F9 are priority keys: the input (a TextArea) would take F6 and F7 for selecting.
     # F6 is not in the footer: sharing a key with the input makes its place there vary.
     # Digits work outside the input; Alt+digit wherever the terminal reports it.
@@ -68,4 +70,5 @@ PALETTE_TITLES = {
     "app.inspector-mode": "Panes: inspector view (text, pieces, ids)",
     "app.memory": "Panes: memory plot",
     "app.help": "Help: keys and commands",
+    "app.colour-tokens": "Tokens: colour replies by probability",
 }

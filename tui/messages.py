@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from textual.message import Message
 
 from backends.checkpoint.consent import CodeFile
-from backends.core.events import DoneEvent
+from backends.core.events import DoneEvent, TokenEvent
 from backends.memory.fit import TurnFit
 from backends.profile.measure import ProfileRow
 from backends.prompt.view import PromptView
@@ -29,6 +29,7 @@ class TokensArrived(Message):
     turn: int
     text: str
     n_tokens: int
+    tokens: list[TokenEvent] = field(default_factory=list)  # the batch's tokens (IDs, probabilities)
 
 
 @dataclass

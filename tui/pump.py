@@ -65,6 +65,7 @@ def pump_generation(generation, post: Callable[[Message], object], turn: int, *,
     pace = pace or Pace()
     pending: list[str] = []
     pending_tokens = 0
+    events: list[TokenEvent] = []
     last_post = last_save = time.monotonic()
     last_token_t: float | None = None
     done: DoneEvent | None = None
@@ -81,6 +82,7 @@ def pump_generation(generation, post: Callable[[Message], object], turn: int, *,
                 if event.text:
                     pending.append(event.text)
                 pending_tokens += 1
+                events.append(event)
                 last_token_t = event.t
             elif isinstance(event, DoneEvent):
                 done = event
@@ -88,9 +90,10 @@ def pump_generation(generation, post: Callable[[Message], object], turn: int, *,
                     pending.append(event.tail)
         now = time.monotonic()
         if (pending_tokens or pending) and (done is not None or now - last_post >= interval):
-            post(TokensArrived(turn, "".join(pending), pending_tokens))
+            post(TokensArrived(turn, "".join(pending), pending_tokens, events))
             pending.clear()
             pending_tokens = 0
+            events = []
             last_post = now
         if checkpoint is not None and done is None and now - last_save >= checkpoint_interval:
             last_save = now

@@ -22,6 +22,7 @@ from typing import Callable
 from backends.storage.export import conversation_json, conversation_markdown
 from backends.storage.locks import ConversationLock
 from backends.storage.store import Store, StoreDamaged
+from backends.storage.tokens import StoredToken
 
 _UNSET: object = object()
 
@@ -176,6 +177,38 @@ class Recorder:
         self.message_ids.append(msg_id)
         return msg_id
 
+    @_guarded
+    def restart(self, msg_id: int | None, model: str | None) -> None:
+        """A reply is generated again in place (a branch goes on from its first tokens)."""
+        if self.store is None or msg_id is None:
+            return
+        with self._lock:
+            self._finished.discard(msg_id)
+        self.store.update_message(msg_id, content="", status="partial", model=model)
+
+    @_guarded
+    def keep_as_branch(self, msg_id: int | None) -> int:
+        """Keep a reply as it is as one of its turn's branches; returns how many replies the turn has."""
+        if self.store is None or msg_id is None:
+            return 1
+        self.store.keep_as_branch(msg_id)
+        return len(self.store.branches_of(msg_id)) + 1
+
+    @_guarded
+    def step_branch(self, msg_id: int | None, step: int):
+        """Put the turn's next (1) or previous (-1) reply in place; returns it (a ``StoredMessage``)
+        and its place ``(n, of)`` among the turn's replies, oldest first, or None when it has none."""
+        if self.store is None or msg_id is None:
+            return None
+        branches = self.store.branches_of(msg_id)
+        if not branches:
+            return None
+        current = self.store.message(msg_id)
+        replies = sorted([current, *branches], key=lambda r: r.created)
+        target = replies[(replies.index(current) + step) % len(replies)]
+        self.store.switch_branch(msg_id, target.id)
+        return self.store.message(msg_id), (replies.index(target) + 1, len(replies))
+
     def checkpoint(self, msg_id: int | None, text: str) -> None:
         """Save the reply so far; called from the generation worker."""
         if self.store is None or msg_id is None:
@@ -191,13 +224,16 @@ class Recorder:
                 pass  # a missed checkpoint must not end the reply; the next one or the end saves it
 
     @_guarded
-    def finish(self, msg_id: int | None, text: str, status: str, done=None) -> None:
+    def finish(self, msg_id: int | None, text: str, status: str, done=None, tokens: list | None = None) -> None:
+        """Save how a reply ended: its text, status, statistics, prompt IDs and its tokens (``TokenEvent``s)."""
         if self.store is None or msg_id is None:
             return
         extra = {}
         if done is not None:
             extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason},
                      "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids}
+        if tokens:
+            extra["tokens"] = [StoredToken(t.id, t.text, t.info) for t in tokens]
         with self._lock:
             self._finished.add(msg_id)
             self.store.update_message(msg_id, content=text, status=status, **extra)

@@ -7,6 +7,45 @@ from typing import Literal
 
 
 @dataclass(frozen=True)
+class Alternative:
+    """A token the model might have produced at a position: its ID (None when the engine gives only
+    the text), its text, and its log-probability under the model."""
+
+    id: int | None
+    piece: str
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """How sure the model was of one generated token.
+
+    ``logprob`` is under the model (the softmax of the raw logits);
+    ``sampled_logprob`` under the distribution the token was really drawn from
+    (after temperature, top-k, top-p, repetition penalty); ``rank`` is the
+    token's place under the model (1: the likeliest); ``entropy`` is the
+    model's distribution's, in nats; ``top`` the K likeliest tokens under the
+    model, likeliest first. A figure an engine cannot give is None.
+    """
+
+    logprob: float
+    sampled_logprob: float | None = None
+    rank: int | None = None
+    entropy: float | None = None
+    top: tuple[Alternative, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"logprob": self.logprob, "sampled_logprob": self.sampled_logprob, "rank": self.rank,
+                "entropy": self.entropy, "top": [{"id": a.id, "piece": a.piece, "logprob": a.logprob}
+                                                 for a in self.top]}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "TokenInfo":
+        return cls(data["logprob"], data.get("sampled_logprob"), data.get("rank"), data.get("entropy"),
+                   tuple(Alternative(a.get("id"), a.get("piece", ""), a["logprob"]) for a in data.get("top") or ()))
+
+
+@dataclass(frozen=True)
 class TokenEvent:
     """One generated token: its ID, the text it completes, and when it came.
 
@@ -19,6 +58,7 @@ class TokenEvent:
     id: int | None
     text: str
     t: float
+    info: TokenInfo | None = None  # with SamplingParams.top_logprobs > 0, where the engine can tell
 
 
 @dataclass

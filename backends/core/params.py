@@ -17,6 +17,8 @@ class SamplingParams:
     seed: int | None = None
     #: Keep each prompt within this many tokens by the family's truncation (None: no limit).
     max_prompt_tokens: int | None = None
+    #: For each generated token, its probability and this many alternatives (0: none computed).
+    top_logprobs: int = 5
 
     @property
     def greedy(self) -> bool:
@@ -47,6 +49,7 @@ _RANGES = {
     "max_new_tokens": (1, 1_000_000),
     "seed": (0, 2**63 - 1),
     "max_prompt_tokens": (1, 100_000_000),
+    "top_logprobs": (0, 20),
 }
 
 #: Parameters that "none" (or "off") unsets.
@@ -57,7 +60,7 @@ def parse_value(name: str, raw: str):
     text = str(raw).strip()
     if text.lower() in _OPTIONAL.get(name, ()):
         return None
-    kind = int if name in ("top_k", "max_new_tokens", "seed", "max_prompt_tokens") else float
+    kind = int if name in ("top_k", "max_new_tokens", "seed", "max_prompt_tokens", "top_logprobs") else float
     try:
         value = kind(text)
     except ValueError:

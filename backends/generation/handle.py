@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from backends.core.errors import LlmTuiError
+from backends.core.errors import LlmTuiError, UsageError
+from backends.core.events import TokenEvent
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
 from backends.generation.runners.generate import GenerateRunner
+from backends.generation.runners.logprobs import scorer_for
+from backends.generation.score import PromptScore, score_ids
 from backends.generation.sink import TurnSink
 from backends.generation.stream import Generation
 from backends.hardware.devices import input_device
 from backends.hardware.release import is_out_of_memory, release_memory
 from backends.prompt.families.base import PromptFamily
 from backends.prompt.truncation import render_within
-from backends.prompt.view import PromptView
+from backends.prompt.view import PromptView, Span
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,21 @@ class ModelHandle:
 
     # -- generation ----------------------------------------------------------
     def stream(self, messages: list[dict], params: SamplingParams | None = None,
-               stop_event: threading.Event | None = None) -> Generation:
+               stop_event: threading.Event | None = None, *, prefix: list[TokenEvent] | None = None) -> Generation:
+        """Answer ``messages`` in a background thread. With ``prefix`` (tokens a reply already has: a
+        branch taken from an alternative token), the reply goes on from those exact IDs: they are
+        appended to the prompt as IDs, never re-tokenised, and come first in the stream."""
         params = (params or SamplingParams()).validate()
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
+        if prefix:
+            view = self._continued(view, prefix)
         generation = Generation(view, stop_event or threading.Event())
+        device = input_device(self.model) if self.torch else getattr(self.runner, "device", None)
         sink = TurnSink(generation.emit, self.family.decode, list(view.stop_ids) or list(self.family.stop_ids()),
-                        generation.stop_event, input_device(self.model) if self.torch else getattr(self.runner, "device", None), list(view.ids))
+                        generation.stop_event, device, list(view.ids))
+        sink.scorer = scorer_for(self.family, params.top_logprobs)
+        for token in prefix or ():
+            sink.given(token)
         generation.follow_text(lambda: sink.reply)
         self._current = generation
         thread = threading.Thread(target=self._run, args=(generation, sink, params),
@@ -91,6 +103,29 @@ class ModelHandle:
         generation.thread = thread
         thread.start()
         return generation
+
+    def score(self, ids: list[int], stop: threading.Event | None = None) -> PromptScore:
+        """How the model reads a prompt: each token's log-probability given those before it."""
+        if not self.torch:
+            raise UsageError(f"scoring a prompt needs the model's logits at every position; {self.info.label} "
+                             f"runs on {self.info.device}", "score with a transformers model (--engine generate)")
+        with self._lock:  # one forward at a time on a model
+            return score_ids(self.model, ids, stop)
+
+    def _continued(self, view: PromptView, prefix: list[TokenEvent]) -> PromptView:
+        """The prompt with a reply's first tokens after it, as IDs: what a branch goes on from."""
+        if not getattr(self.runner, "takes_ids", True):
+            raise UsageError("a branch goes on from token IDs, and this server takes chat messages only",
+                             "branch on a model in this process, or on vLLM or llama-server")
+        if any(t.id is None for t in prefix):
+            raise UsageError("this reply's tokens have no IDs to go on from", "regenerate it (Ctrl+R) instead")
+        ids = [int(t.id) for t in prefix]
+        pieces = self.family.pieces(ids) if callable(getattr(self.family, "pieces", None)) else \
+            [self.family.decode([i]) for i in ids]
+        start = len(view.ids)
+        return replace(view, text=view.text + "".join(t.text for t in prefix), ids=[*view.ids, *ids],
+                       pieces=[*view.pieces, *pieces], special=[*view.special, *([False] * len(ids))],
+                       spans=[*view.spans, Span(-1, "reply so far", start, start + len(ids))])
 
     def _run(self, generation: Generation, sink: TurnSink, params: SamplingParams) -> None:
         with self._lock:

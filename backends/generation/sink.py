@@ -19,6 +19,7 @@ from backends.core.events import (
     Stats,
     StopReason,
     TokenEvent,
+    TokenInfo,
 )
 from backends.hardware.peak import TurnPeak
 from backends.prompt.textstream import IncrementalDecoder
@@ -48,6 +49,8 @@ class TurnSink:
         self.prompt_count: int | None = None
         self.completion_count: int | None = None
         self.ended: StopReason | None = None
+        #: Per-token probabilities and alternatives, when asked for (``SamplingParams.top_logprobs``).
+        self.scorer = None
 
     def begin(self) -> None:
         self.memory.start()
@@ -62,19 +65,24 @@ class TurnSink:
         """The engine's own account of the prompt it read (a server echoing it): it replaces what was sent."""
         self.captured = [int(i) for i in ids]
 
-    def token(self, token_id: int) -> None:
+    def token(self, token_id: int, info: TokenInfo | None = None) -> None:
         now = time.perf_counter()
         self.times.append(now)
         if token_id not in self.stop_ids:  # end-of-turn tokens are not reply text
-            self._emit(TokenEvent(int(token_id), self.decoder.push(int(token_id)), now))
+            self._emit(TokenEvent(int(token_id), self.decoder.push(int(token_id)), now, info))
         if len(self.times) % 16 == 0:
             self.memory.sample()
 
-    def text(self, delta: str, token_id: int | None = None) -> None:
+    def given(self, token: TokenEvent) -> None:
+        """A token the reply already has (a branch goes on from it): part of the reply, not generated
+        now, so neither timed nor counted as new."""
+        self._emit(TokenEvent(token.id, self.decoder.push(int(token.id)), time.perf_counter(), token.info))
+
+    def text(self, delta: str, token_id: int | None = None, info: TokenInfo | None = None) -> None:
         """A piece of the reply that came as text (a server's stream), with its token ID when known."""
         now = time.perf_counter()
         self.times.append(now)
-        self._emit(TokenEvent(token_id, self.decoder.add_text(delta), now))
+        self._emit(TokenEvent(token_id, self.decoder.add_text(delta), now, info))
 
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """The engine's own counts (a server's ``usage``)."""

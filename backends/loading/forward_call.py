@@ -39,13 +39,14 @@ class ForwardCall:
                    use_cache="use_cache" in names or open_kwargs,
                    return_dict="return_dict" in names or open_kwargs, keep_name=keep_name)
 
-    def __call__(self, model, ids, cache, start: int):
-        """Logits for ``ids`` after ``start`` tokens held in ``cache`` (the last position's only,
-        where the forward can skip the others: a prefill chunk's full logits would dwarf its cache)."""
+    def __call__(self, model, ids, cache, start: int, *, every_position: bool = False):
+        """Logits for ``ids`` after ``start`` tokens held in ``cache``: the last position's only where
+        the forward can skip the others (a prefill chunk's full logits would dwarf its cache), or
+        ``every_position``'s (scoring a prompt)."""
         import torch
 
         kwargs: dict = {}
-        if self.keep_name is not None:
+        if self.keep_name is not None and not every_position:
             kwargs[self.keep_name] = 1
         if self.cache_name is not None and cache is not None:
             kwargs[self.cache_name] = cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from backends.core.events import stats_parts
-from backends.storage.store import StoredConversation, iso_time, one_line
+from backends.storage.records import StoredConversation, iso_time, one_line
 
 EXPORT_FORMAT = "llm-tui.conversation"
 EXPORT_VERSION = 1

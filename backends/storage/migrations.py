@@ -46,8 +46,31 @@ def _v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX conversations_by_updated ON conversations(updated)")
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    """Each reply's tokens (IDs, texts, probabilities; ``storage.tokens``), and the other replies
+    of a turn (branches) beside the one the conversation goes on from."""
+    db.execute("ALTER TABLE messages ADD COLUMN tokens BLOB")
+    db.execute(
+        """
+        CREATE TABLE branches (
+            id INTEGER PRIMARY KEY,
+            message_id INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+            content TEXT NOT NULL,
+            status TEXT NOT NULL,
+            model TEXT,
+            stats TEXT,
+            prompt_ids TEXT,
+            captured_ids TEXT,
+            tokens BLOB,
+            created REAL NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX branches_by_message ON branches(message_id)")
+
+
 #: MIGRATIONS[n] upgrades a database from user_version n to n + 1.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1,)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

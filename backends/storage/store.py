@@ -13,16 +13,25 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, is_dataclass
-from datetime import datetime, timezone
+from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Iterator
 
-from backends.core.conversation import ROLES, Conversation
+from backends.core.conversation import ROLES
 from backends.core.errors import LlmTuiError, UsageError
-from backends.core.params import PARAM_NAMES, SamplingParams
 from backends.core.paths import data_dir
 from backends.storage.migrations import migrate
+from backends.storage.records import (
+    ConversationSummary,
+    StoredBranch,
+    StoredConversation,
+    StoredMessage,
+    branch_of,
+    load_json,
+    message_of,
+    one_line,
+)
+from backends.storage.tokens import StoredToken, encode_tokens
 
 DB_NAME = "llm-tui.sqlite3"
 
@@ -34,68 +43,6 @@ STATUSES = ("complete", "partial", "stopped", "error")
 
 def default_db_path() -> Path:
     return data_dir() / DB_NAME
-
-
-@dataclass(frozen=True)
-class StoredMessage:
-    id: int
-    conversation_id: int
-    position: int  # 0-based order within the conversation
-    role: str
-    content: str
-    status: str
-    model: str | None
-    stats: dict | None
-    prompt_ids: list[int] | None
-    captured_ids: list[int] | None
-    created: float  # seconds since the epoch
-
-    def to_json(self) -> dict:
-        data = asdict(self)
-        data["created"] = iso_time(self.created)
-        del data["conversation_id"]
-        return data
-
-
-@dataclass(frozen=True)
-class ConversationSummary:
-    id: int
-    title: str
-    created: float
-    updated: float
-    model: str | None
-    message_count: int
-    preview: str  # the start of the first user message
-
-    @property
-    def label(self) -> str:
-        return self.title or self.preview or "New conversation"
-
-
-@dataclass(frozen=True)
-class StoredConversation:
-    id: int
-    title: str
-    created: float
-    updated: float
-    model: str | None
-    system: str | None
-    params: dict
-    #: Model details for reproducing the chat: spec dict, family name, and so on.
-    meta: dict
-    messages: tuple[StoredMessage, ...] = field(default_factory=tuple)
-
-    def sampling_params(self) -> SamplingParams:
-        """The stored parameters as SamplingParams (unknown keys ignored)."""
-        return SamplingParams(**{k: v for k, v in self.params.items() if k in PARAM_NAMES})
-
-    def to_conversation(self) -> Conversation:
-        """The chat to continue from: the system prompt, then every message with text."""
-        chat = Conversation()
-        chat.set_system(self.system)
-        chat.messages.extend({"role": m.role, "content": m.content}
-                             for m in self.messages if m.content and m.role != "system")
-        return chat
 
 
 _UNSET: object = object()
@@ -231,8 +178,8 @@ class Store:
             new_id = int(cursor.lastrowid)
             db.execute(
                 "INSERT INTO messages (conversation_id, position, role, content, status, model, stats,"
-                " prompt_ids, captured_ids, created)"
-                " SELECT ?, position, role, content, status, model, stats, prompt_ids, captured_ids, created"
+                " prompt_ids, captured_ids, tokens, created)"
+                " SELECT ?, position, role, content, status, model, stats, prompt_ids, captured_ids, tokens, created"
                 " FROM messages WHERE conversation_id = ? ORDER BY position", (new_id, conv_id))
         return new_id
 
@@ -295,10 +242,16 @@ class Store:
             rows = self._db.execute(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conv_id,)
             ).fetchall()
+            branches: dict[int, list[StoredBranch]] = {}
+            for b in self._db.execute(
+                    "SELECT b.* FROM branches b JOIN messages m ON m.id = b.message_id"
+                    " WHERE m.conversation_id = ? ORDER BY b.id", (conv_id,)).fetchall():
+                branches.setdefault(b["message_id"], []).append(branch_of(b))
         return StoredConversation(
             id=row["id"], title=row["title"], created=row["created"], updated=row["updated"],
-            model=row["model"], system=row["system"], params=_load(row["params"]) or {},
-            meta=_load(row["meta"]) or {}, messages=tuple(_message(r) for r in rows),
+            model=row["model"], system=row["system"], params=load_json(row["params"]) or {},
+            meta=load_json(row["meta"]) or {},
+            messages=tuple(message_of(r, tuple(branches.get(r["id"], ()))) for r in rows),
         )
 
     # -- messages -----------------------------------------------------------
@@ -326,9 +279,12 @@ class Store:
 
     def update_message(self, msg_id: int, *, content: object = _UNSET, status: object = _UNSET,
                        stats: object = _UNSET, prompt_ids: object = _UNSET,
-                       captured_ids: object = _UNSET, model: object = _UNSET) -> None:
+                       captured_ids: object = _UNSET, model: object = _UNSET,
+                       tokens: list[StoredToken] | object = _UNSET) -> None:
         """Change a message in place, e.g. the growing text of a streaming reply."""
         changes: dict[str, object] = {}
+        if tokens is not _UNSET:
+            changes["tokens"] = encode_tokens(tokens)
         if content is not _UNSET:
             changes["content"] = content
         if status is not _UNSET:
@@ -340,6 +296,46 @@ class Store:
             if value is not _UNSET:
                 changes[name] = _dump(value)
         self._update("messages", msg_id, changes)
+
+    # -- branches: the other replies of a turn -------------------------------------------------
+
+    def keep_as_branch(self, msg_id: int) -> int:
+        """Copy a reply as it is now into its turn's branches (before it is replaced); returns the branch id."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO branches (message_id, content, status, model, stats, prompt_ids, captured_ids, tokens,"
+                " created) SELECT id, content, status, model, stats, prompt_ids, captured_ids, tokens, created"
+                " FROM messages WHERE id = ?", (msg_id,))
+            if cursor.rowcount == 0:
+                raise UsageError(f"there is no saved message {msg_id}")
+        return int(cursor.lastrowid)
+
+    def branches_of(self, msg_id: int) -> list[StoredBranch]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM branches WHERE message_id = ? ORDER BY id", (msg_id,)).fetchall()
+        return [branch_of(r) for r in rows]
+
+    def message(self, msg_id: int) -> StoredMessage:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM messages WHERE id = ?", (msg_id,)).fetchone()
+        if row is None:
+            raise UsageError(f"there is no saved message {msg_id}")
+        return message_of(row)
+
+    def switch_branch(self, msg_id: int, branch_id: int) -> None:
+        """Make branch ``branch_id`` the reply the conversation goes on from; the reply it replaces
+        becomes a branch (at the end of the list)."""
+        columns = "content, status, model, stats, prompt_ids, captured_ids, tokens, created"
+        with self._transaction() as db:
+            branch = db.execute(f"SELECT {columns} FROM branches WHERE id = ? AND message_id = ?",
+                                (branch_id, msg_id)).fetchone()
+            if branch is None:
+                raise UsageError(f"message {msg_id} has no branch {branch_id}")
+            db.execute(f"INSERT INTO branches (message_id, {columns}) SELECT id, {columns} FROM messages"
+                       " WHERE id = ?", (msg_id,))
+            db.execute("UPDATE messages SET content = ?, status = ?, model = ?, stats = ?, prompt_ids = ?,"
+                       " captured_ids = ?, tokens = ?, created = ? WHERE id = ?", (*tuple(branch), msg_id))
+            db.execute("DELETE FROM branches WHERE id = ?", (branch_id,))
 
     def delete_messages_after(self, conv_id: int, position: int) -> int:
         """Delete the messages after ``position`` (regenerate, edit); returns how many went."""
@@ -379,19 +375,6 @@ def _dump(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _load(text: str | None):
-    return None if text is None else json.loads(text)
-
-
-def _message(row: sqlite3.Row) -> StoredMessage:
-    return StoredMessage(
-        id=row["id"], conversation_id=row["conversation_id"], position=row["position"],
-        role=row["role"], content=row["content"], status=row["status"], model=row["model"],
-        stats=_load(row["stats"]), prompt_ids=_load(row["prompt_ids"]),
-        captured_ids=_load(row["captured_ids"]), created=row["created"],
-    )
-
-
 def _check_role(role: str) -> None:
     if role not in ROLES:
         raise UsageError(f"unknown role '{role}'", "use one of: " + ", ".join(ROLES))
@@ -400,12 +383,3 @@ def _check_role(role: str) -> None:
 def _check_status(status: object) -> None:
     if status not in STATUSES:
         raise UsageError(f"unknown message status '{status}'", "use one of: " + ", ".join(STATUSES))
-
-
-def one_line(text: str, width: int) -> str:
-    flat = " ".join(text.split())
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
-
-
-def iso_time(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")

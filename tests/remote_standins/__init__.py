@@ -126,13 +126,16 @@ class ListSink:
         self.tokens: list[int] = []
         self.stop_after = stop_after
         self.event = threading.Event()
+        self.scorer = None  # no per-token probabilities asked for
+        self.infos: list = []
 
     def capture(self, ids):
         if not self.captured:
             self.captured.extend(int(i) for i in ids)
 
-    def token(self, token_id):
+    def token(self, token_id, info=None):
         self.tokens.append(int(token_id))
+        self.infos.append(info)
         if self.stop_after is not None and len(self.tokens) >= self.stop_after:
             self.event.set()
 

@@ -84,7 +84,7 @@ class Turns:
         #: Raises UsageError when something else holds the model (a memory profile); set by the app.
         self.gate: Callable[[], None] = lambda: None
 
-    def _changed(self, now: bool = True) -> None:
+    def changed(self, now: bool = True) -> None:
         self.app.post_message(ConversationChanged(now))
 
     # -- sending -------------------------------------------------------------------------------
@@ -130,29 +130,37 @@ class Turns:
         self.record("user", text)
         await self.generate()
 
-    async def generate(self, *, check_memory: bool = True) -> None:
-        """Answer the conversation as it stands with the active model."""
+    async def generate(self, *, check_memory: bool = True, prefix: list | None = None,
+                       message_id: int | None = None, branch: tuple[int, int] | None = None) -> None:
+        """Answer the conversation as it stands with the active model; with ``prefix``, go on from a
+        reply's first tokens (a branch), saved in place of the reply ``message_id``."""
         slot = self.models.current
         handle = slot.handle
-        reply = await self.chat.add_reply(slot.label)
+        reply = await self.chat.add_reply(slot.label, branch=branch)
         reply.on_progress = lambda n: self.status.set(state=f"generating · {n:,} tokens")
         self.turn_count += 1
-        turn = Turn(self.turn_count, reply, self.record("assistant", "", status="partial", model=slot.label),
-                    threading.Event(), time.perf_counter(), threading.Event(), check_memory)
+        if message_id is None:
+            message_id = self.record("assistant", "", status="partial", model=slot.label)
+        else:
+            self.recorder.restart(message_id, slot.label)
+        reply.message_id = message_id
+        turn = Turn(self.turn_count, reply, message_id, threading.Event(), time.perf_counter(), threading.Event(),
+                    check_memory)
         self.turn = turn
         self.status.set(state="generating", ttft_s=None, tok_s=None)
         self.app.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(),
-                                    self.params),
+                                    self.params, prefix),
                             name="generate", group="generate", thread=True, exit_on_error=False)
 
-    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
+    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams,
+                       prefix: list | None = None):
         """In the worker thread: the memory check, then the turn, pumped to the screen."""
         try:
             fit = self._check_fit(handle, messages, params, turn.check_memory)
             if fit is not None:
                 self.app.post_message(TurnWontFit(turn.index, fit))
                 return None
-            generation = handle.stream(messages, params, stop_event=turn.stop_event)
+            generation = handle.stream(messages, params, stop_event=turn.stop_event, prefix=prefix)
             result = pump_generation(generation, turn.reply.post_message, turn.index, pace=turn.reply.pace,
                                      checkpoint=partial(self.recorder.checkpoint, turn.message_id))
             generation.join(5)
@@ -216,11 +224,12 @@ class Turns:
         status = _STATUS_OF.get(done.stop_reason, "complete")
         stats = {**done.stats.to_json(), "stop_reason": done.stop_reason}
         await turn.reply.finish(done.text, status, stats, done.stop_reason)
+        self.chat.redraw(turn.reply)
         self.timings.append(TurnTiming(turn.index, message.last_token_t, time.perf_counter(), done))
         self.turn = None
         if done.text:
             self.conversation.add_assistant(done.text)
-        self.finish_record(turn.message_id, done.text, status, done)
+        self.finish_record(turn.message_id, done.text, status, done, turn.reply.tokens)
         if done.error:
             self.chat.add_notice(done.error, error=True)
         s = done.stats
@@ -250,7 +259,7 @@ class Turns:
             return
         turn, self.turn = self.turn, None
         await turn.reply.finish(turn.reply.text, "error", None, "error")
-        self.finish_record(turn.message_id, turn.reply.text, "error", None)
+        self.finish_record(turn.message_id, turn.reply.text, "error", None, turn.reply.tokens)
         self.status.set(state="")
 
     # -- stopping ------------------------------------------------------------------------------
@@ -270,7 +279,7 @@ class Turns:
         turn, self.turn = self.turn, None
         turn.stop_event.set()
         turn.reply.freeze()
-        self.finish_record(turn.message_id, turn.reply.text, "stopped", None)
+        self.finish_record(turn.message_id, turn.reply.text, "stopped", None, turn.reply.tokens)
         return turn.finished
 
     def release_for_switch(self) -> threading.Event | None:
@@ -312,7 +321,7 @@ class Turns:
         self.input.load_text(text)
         self.input.move_cursor(self.input.document.end)
         self.input.focus()
-        self._changed(now=False)
+        self.changed(now=False)
         return True
 
     async def clear(self) -> None:
@@ -321,7 +330,7 @@ class Turns:
         await self.chat.clear()
         self.recorder.truncate(0)
         self.chat.add_notice("conversation cleared")
-        self._changed()
+        self.changed()
 
     async def new_conversation(self) -> None:
         self.abandon()
@@ -329,7 +338,7 @@ class Turns:
         self.conversation.clear()
         await self.chat.clear()
         self.chat.add_notice("new conversation")
-        self._changed()
+        self.changed()
 
     async def restore(self, stored) -> None:
         """Show a stored conversation (``Recorder.open``) and continue it."""
@@ -342,14 +351,17 @@ class Turns:
             if m.role == "user":
                 self.chat.add_user(m.content)
             elif m.role == "assistant":
-                await self.chat.add_reply(m.model or stored.model or "", m.content, status=m.status, stats=m.stats)
-        self._changed()
+                variants = len(m.branches) + 1
+                await self.chat.add_reply(m.model or stored.model or "", m.content, status=m.status, stats=m.stats,
+                                          tokens=m.tokens, message_id=m.id,
+                                          branch=(variants, variants) if m.branches else None)
+        self.changed()
 
     def set_system(self, text: str | None) -> None:
         self.conversation.set_system(text)
         self.recorder.configure(system=text)
         self.chat.add_notice("system prompt removed" if text is None else "system prompt set")
-        self._changed()
+        self.changed()
 
     def set_params(self, params: SamplingParams) -> None:
         self.params = params
@@ -368,7 +380,7 @@ class Turns:
         rule = truncation_rule(self.models.handle.family) if self.models.handle is not None else "truncation"
         self.chat.add_notice(f"each prompt is kept within {value:,} tokens by {rule}" if value
                              else "prompt budget removed")
-        self._changed()
+        self.changed()
 
     # -- copying and exporting -----------------------------------------------------------------
 
@@ -418,11 +430,11 @@ class Turns:
             self.app.notify(f"could not save: {error_line(err)}", severity="warning", markup=False)
             return None
 
-    def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None) -> None:
+    def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None, tokens: list | None = None) -> None:
         """Save how a reply ended; a reply with no text is dropped, as it is from the chat."""
         try:
             if text:
-                self.recorder.finish(msg_id, text, status, done)
+                self.recorder.finish(msg_id, text, status, done, tokens)
             else:
                 self.recorder.drop(msg_id)
         except Exception as err:

@@ -14,15 +14,18 @@ from ..commands import COMMANDS
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,f1,q,question_mark", "dismiss", "Close", id="help.close")]
 
-    def __init__(self, keys: list[tuple[str, str]]) -> None:
+    def __init__(self, sections: list[tuple[str, list[tuple[str, str]]]]) -> None:
         super().__init__()
-        self.keys = keys
+        self.sections = sections  # (title, [(keys, what they do)])
 
     def compose(self):
-        width = max((len(k) for k, _ in self.keys), default=8) + 2
-        lines: list[Content] = [Content.styled("Keys", "bold")]
-        lines += [Content.assemble((key.ljust(width), "bold $accent"), text) for key, text in self.keys]
-        lines += [Content(""), Content.styled("Commands (type in the input; Tab completes)", "bold")]
+        width = max((len(k) for _, rows in self.sections for k, _ in rows), default=8) + 2
+        lines: list[Content] = []
+        for title, rows in self.sections:
+            lines += [Content.styled(title, "bold")]
+            lines += [Content.assemble((key.ljust(width), "bold $accent"), text) for key, text in rows]
+            lines += [Content("")]
+        lines += [Content.styled("Commands (type in the input; Tab completes)", "bold")]
         cwidth = max(len(f"/{c.name} {c.usage}") for c in COMMANDS) + 2
         lines += [Content.assemble((f"/{c.name} {c.usage}".ljust(cwidth), "bold $accent"), c.help) for c in COMMANDS]
         lines += [Content(""), Content("Start a message with // to send text that begins with a slash.")]

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass
 from typing import Callable
 
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
+from textual.message import Message
 from textual.widgets import Markdown, Static
 
 from backends.core.events import stats_parts
@@ -20,6 +23,7 @@ from backends.core.sanitize import visible_text
 
 from ..messages import TokensArrived
 from ..pump import Pace
+from .token_view import reply_content, word_starts
 
 #: Longer user messages are shown cut (the model still gets all of it), so a
 #: huge paste cannot stall the screen.
@@ -79,9 +83,12 @@ class Reply(Vertical):
     """
 
     def __init__(self, model: str, text: str = "", *, status: str | None = None,
-                 stats: dict | None = None) -> None:
+                 stats: dict | None = None, tokens: list | None = None, message_id: int | None = None,
+                 branch: tuple[int, int] | None = None) -> None:
         super().__init__(classes="message reply")
         self.model = model
+        self.message_id = message_id  # its row in the database, where its branches hang
+        self.branch = branch  # (which, of how many) when the turn has other replies
         self.text = text
         self.status = status
         self._stream = None
@@ -90,16 +97,32 @@ class Reply(Vertical):
         self._flush_timer = None
         self.flush_interval = MIN_FLUSH_INTERVAL  # seconds between screen updates, kept within UI_SHARE
         self._markdown = Markdown(shown(text, None) if text else None, open_links=False)
+        self._token_view = Static(classes="tokens")  # the reply token by token (colours, cursor)
+        self._token_view.display = False
         self._stats = Static(classes="stats")
         self._initial_stats = stats
         self.n_tokens = 0
+        #: The reply's tokens as they came (``TokenEvent``s, or stored tokens when reopened): IDs, texts,
+        #: probabilities. Empty where the engine gave text only, or for replies saved before.
+        self.tokens: list = list(tokens or [])
         self.pace = Pace()
         self.on_progress: Callable[[int], None] | None = None
         self._frozen = status is not None  # a finished reply takes no more text
 
     def compose(self):
         yield self._markdown
+        yield self._token_view
         yield self._stats
+
+    def show_tokens(self, *, colour: bool, cursor: int | None = None) -> bool:
+        """Draw the reply token by token (coloured by probability, with a cursor), or as Markdown
+        again when neither is wanted; False when it has no tokens to draw."""
+        wanted = bool(self.tokens) and (colour and self.status is not None or cursor is not None)
+        self._markdown.display = not wanted
+        self._token_view.display = wanted
+        if wanted:
+            self._token_view.update(reply_content(self.tokens, colour=colour, cursor=cursor))
+        return bool(self.tokens)
 
     def on_mount(self) -> None:
         if self.status is None:
@@ -115,6 +138,7 @@ class Reply(Vertical):
     async def on_tokens_arrived(self, message: TokensArrived) -> None:
         if self._frozen:
             return  # the turn was abandoned: what it had is saved, and shown
+        self.tokens.extend(message.tokens)
         await self.write(message.text, message.n_tokens)
         self.pace.interval = self.flush_interval
 
@@ -174,6 +198,8 @@ class Reply(Vertical):
         self.status = status
         self.remove_class("-streaming")
         line = stats_line(self.model, stats, stop_reason if status == "complete" else None)
+        if self.branch is not None:
+            line += f" · branch {self.branch[0]} of {self.branch[1]} ([ ])"
         if self.text and not self.text.strip():
             line += f" · the reply is only whitespace ({len(self.text)} characters)"
         if status in ("stopped", "partial"):
@@ -185,7 +211,63 @@ class Reply(Vertical):
 
 
 class ChatLog(VerticalScroll, can_focus=True):
-    """The conversation; stays pinned to the bottom while a reply streams."""
+    """The conversation; stays pinned to the bottom while a reply streams.
+
+    ``colour`` draws replies coloured by token probability. ``v`` puts a token
+    cursor in the last reply: ←/h →/l by token, w/b by word, ↑/k ↓/j to another
+    reply, 1-9 takes an alternative there, [ ] go through the turn's branches,
+    Esc leaves. Where the cursor is, and what is asked for, goes out as
+    messages (the app owns what follows).
+    """
+
+    BINDINGS = [
+        Binding("v", "tokens", "Tokens", show=False, id="chat.tokens",
+                tooltip="walk the last reply token by token (the inspector shows each one and its alternatives)"),
+        Binding("left,h", "step(-1)", "Previous token", show=False, id="chat.token-back"),
+        Binding("right,l", "step(1)", "Next token", show=False, id="chat.token-next"),
+        Binding("b", "word(-1)", "Previous word", show=False, id="chat.word-back"),
+        Binding("w", "word(1)", "Next word", show=False, id="chat.word-next"),
+        Binding("up,k", "reply(-1)", "Previous reply", show=False, id="chat.reply-back"),
+        Binding("down,j", "reply(1)", "Next reply", show=False, id="chat.reply-next"),
+        Binding("left_square_bracket", "branch(-1)", "Previous branch", show=False, id="chat.branch-back"),
+        Binding("right_square_bracket", "branch(1)", "Next branch", show=False, id="chat.branch-next"),
+        Binding("escape", "leave", "Leave the tokens", show=False, id="chat.leave"),
+        *[Binding(str(n), f"alternative({n})", f"Alternative {n}", show=False, id=f"chat.alternative-{n}")
+          for n in range(1, 10)],
+    ]
+    #: Bindings that work only while the cursor is in a reply.
+    _CURSOR_ACTIONS = {"step", "word", "reply", "branch", "leave", "alternative"}
+
+    @dataclass
+    class TokenFocused(Message):
+        """The cursor is on token ``index`` of ``reply``."""
+
+        reply: "Reply"
+        index: int
+
+    @dataclass
+    class TokensLeft(Message):
+        """The cursor left the replies."""
+
+    @dataclass
+    class AlternativeChosen(Message):
+        """Take alternative ``rank`` (1-based) at token ``index`` of ``reply`` and go on from there."""
+
+        reply: "Reply"
+        index: int
+        rank: int
+
+    @dataclass
+    class BranchStep(Message):
+        """Show the turn's next (``step`` 1) or previous (-1) branch in place of ``reply``."""
+
+        reply: "Reply"
+        step: int
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.colour = False
+        self.cursor: tuple[Reply, int] | None = None
 
     def add_user(self, text: str) -> UserMessage:
         message = UserMessage(text)
@@ -194,10 +276,13 @@ class ChatLog(VerticalScroll, can_focus=True):
         return message
 
     async def add_reply(self, model: str, text: str = "", *, status: str | None = None,
-                        stats: dict | None = None) -> Reply:
-        reply = Reply(model, text, status=status, stats=stats)
+                        stats: dict | None = None, tokens: list | None = None, message_id: int | None = None,
+                        branch: tuple[int, int] | None = None) -> Reply:
+        reply = Reply(model, text, status=status, stats=stats, tokens=tokens, message_id=message_id, branch=branch)
         await self.mount(reply)  # mounted before the first tokens are written to it
         self.anchor()
+        if self.colour:
+            reply.show_tokens(colour=True)
         return reply
 
     def add_notice(self, text: str, *, error: bool = False) -> Notice:
@@ -215,8 +300,83 @@ class ChatLog(VerticalScroll, can_focus=True):
         children = list(self.children)
         for index in range(len(children) - 1, -1, -1):
             if isinstance(children[index], kind):
+                if self.cursor is not None and self.cursor[0] in children[index:]:
+                    self.action_leave()
                 await self.remove_children(children[index:])
                 return
 
     async def clear(self) -> None:
+        self.action_leave()
         await self.remove_children()
+
+    # -- colour and the token cursor -------------------------------------------------------------
+
+    def set_colour(self, on: bool) -> None:
+        self.colour = on
+        for reply in self.query(Reply):
+            reply.show_tokens(colour=on, cursor=self._cursor_in(reply))
+
+    def redraw(self, reply: Reply) -> None:
+        """A reply's tokens changed (it ended, or a branch took its place)."""
+        reply.show_tokens(colour=self.colour, cursor=self._cursor_in(reply))
+
+    def _cursor_in(self, reply: Reply) -> int | None:
+        return self.cursor[1] if self.cursor is not None and self.cursor[0] is reply else None
+
+    def check_action(self, action: str, parameters: tuple) -> bool | None:
+        if action in self._CURSOR_ACTIONS and self.cursor is None:
+            return False  # not walking the tokens: the keys are the app's (1-9 switch models, Esc …)
+        return True
+
+    def _replies(self) -> list[Reply]:
+        return [r for r in self.query(Reply) if r.tokens]
+
+    def _move(self, reply: Reply, index: int) -> None:
+        previous = self.cursor[0] if self.cursor is not None else None
+        self.cursor = (reply, max(0, min(index, len(reply.tokens) - 1)))
+        if previous is not None and previous is not reply:
+            previous.show_tokens(colour=self.colour)
+        reply.show_tokens(colour=self.colour, cursor=self.cursor[1])
+        reply.scroll_visible(animate=False)
+        self.post_message(self.TokenFocused(reply, self.cursor[1]))
+
+    def action_tokens(self) -> None:
+        replies = self._replies()
+        if not replies:
+            self.notify("no reply has tokens to walk yet", severity="warning", markup=False)
+            return
+        self._move(replies[-1], 0)
+
+    def action_step(self, step: int) -> None:
+        reply, index = self.cursor
+        self._move(reply, index + step)
+
+    def action_word(self, step: int) -> None:
+        reply, index = self.cursor
+        starts = word_starts(reply.tokens)
+        later = [s for s in starts if (s > index if step > 0 else s < index)]
+        if later:
+            self._move(reply, later[0] if step > 0 else later[-1])
+
+    def action_reply(self, step: int) -> None:
+        replies = self._replies()
+        reply, _ = self.cursor
+        position = replies.index(reply) + step if reply in replies else len(replies) - 1
+        if 0 <= position < len(replies):
+            self._move(replies[position], 0)
+
+    def action_branch(self, step: int) -> None:
+        self.post_message(self.BranchStep(self.cursor[0], step))
+
+    def action_alternative(self, rank: int) -> None:
+        reply, index = self.cursor
+        self.post_message(self.AlternativeChosen(reply, index, rank))
+
+    def action_leave(self) -> None:
+        if self.cursor is None:
+            return
+        reply, _ = self.cursor
+        self.cursor = None
+        if reply.is_attached:
+            reply.show_tokens(colour=self.colour)
+        self.post_message(self.TokensLeft())

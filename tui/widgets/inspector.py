@@ -14,21 +14,26 @@ while the tokens scroll beneath them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding
 from textual.cache import LRUCache
 from textual.geometry import Size
+from textual.message import Message
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from backends.generation.score import PromptScore
 from backends.prompt.check import PromptCheck
 from backends.prompt.view import PromptView
 
 from .palette import Palette
-from .prompt_header import header_lines
+from .prompt_header import header_lines, score_line, shades
 from .sparkline import theme_style
 from .token_layout import MODES, Layout
 
@@ -42,7 +47,15 @@ class Inspector(ScrollView, can_focus=True):
 
     BINDINGS = [
         Binding("m", "cycle_mode", "Inspector mode", id="inspector.cycle-mode"),
+        Binding("s", "score", "Score the prompt", id="inspector.score",
+                tooltip="how the model reads this prompt: each token's probability, the least expected named"),
     ]
+
+    @dataclass
+    class ScoreRequested(Message):
+        """Score the prompt shown (one forward pass of the model over it)."""
+
+        view: PromptView
 
     COMPONENT_CLASSES = {_component(name) for name in Palette.names()} | {"inspector--header"}
 
@@ -75,6 +88,9 @@ class Inspector(ScrollView, can_focus=True):
     Inspector > .inspector--bar-warn { color: $warning; }
     Inspector > .inspector--bar-full { color: $error; }
     Inspector > .inspector--bar-empty { color: $surface-lighten-2; }
+    Inspector > .inspector--prob-mid { background: $success-muted; }
+    Inspector > .inspector--prob-low { background: $warning-muted; }
+    Inspector > .inspector--prob-lowest { background: $error-muted; }
     """
 
     #: "pieces" (token pieces with IDs), "text" (the prompt string) or "ids" (the ID list).
@@ -86,6 +102,9 @@ class Inspector(ScrollView, can_focus=True):
         self._view: PromptView | None = None
         self._error: str | None = None
         self._check: PromptCheck | None = None
+        #: The output view (the token under the chat's cursor): draws its lines at a width; None: the prompt.
+        self._output: Callable[[int], list[Text]] | None = None
+        self._score: tuple[PromptView, PromptScore] | None = None  # a prompt score, of that view
         self._layout: Layout | None = None
         self._header: list[Text] = []
         self._shown_header: list[Text] = []
@@ -150,6 +169,37 @@ class Inspector(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self.show_preview(None)
+
+    # -- the output side and how the model read the prompt --------------------------------------
+
+    def show_output(self, draw: Callable[[int], list[Text]]) -> None:
+        """Show the output view: ``draw(width)`` gives its lines (the token under the cursor)."""
+        self._output = draw
+        self._refresh_content()
+        self.scroll_to(y=0, animate=False, immediate=True)
+
+    def hide_output(self) -> None:
+        if self._output is not None:
+            self._output = None
+            self._refresh_content()
+
+    @property
+    def showing_output(self) -> bool:
+        return self._output is not None
+
+    def show_score(self, view: PromptView, score: PromptScore) -> None:
+        """Colour the pieces of ``view`` by how expected each token was, with a summary line."""
+        self._score = (view, score)
+        self._view = view
+        self._refresh_content()
+
+    @property
+    def score(self) -> PromptScore | None:
+        return self._score[1] if self._score is not None and self._score[0] is self._view else None
+
+    def action_score(self) -> None:
+        if self._view is not None and self._view.ids:
+            self.post_message(self.ScoreRequested(self._view))
 
     def cycle_mode(self) -> str:
         """Switch to the next mode (pieces → text → ids → pieces); returns the new mode."""
@@ -239,7 +289,7 @@ class Inspector(ScrollView, can_focus=True):
 
     def _ensure_layout(self) -> Layout | None:
         width = self._content_width()
-        if self._view is None or width <= 0:
+        if self._view is None or width <= 0 or self._output is not None:
             self._layout = None
             return None
         layout = self._layout
@@ -254,10 +304,18 @@ class Inspector(ScrollView, can_focus=True):
         prefix = ""
         if self._check is not None and self._check.view is not self._view:
             prefix = "last turn: "
-        self._header = header_lines(self._view, self.mode, max(width, 1), self.palette, error=self._error,
-                                    check=self._check, verdict_prefix=prefix)
-        self._fit_header()
+        if self._output is not None:
+            self._header = self._output(max(width, 1))
+            self._shown_header, self._header_h = self._header, len(self._header)
+        else:
+            self._header = header_lines(self._view, self.mode, max(width, 1), self.palette, error=self._error,
+                                        check=self._check, verdict_prefix=prefix)
+            if self.score is not None:
+                self._header.insert(1, score_line(self._view, self.score, self.palette))
+            self._fit_header()
         layout = self._ensure_layout()
+        if layout is not None:
+            layout.shades = shades(self.score, self.palette) if self.score is not None else None
         self._generation += 1
         self._strips.clear()
         lines = len(layout) if layout is not None else 0

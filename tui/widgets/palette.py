@@ -28,6 +28,10 @@ class Palette:
     bar_warn: Style = Style(color="#e5c07b")
     bar_full: Style = Style(color="#e06c75")
     bar_empty: Style = Style(color="#3b4252")
+    #: How expected a prompt token was (a score): 50-90%, 20-50%, below 20%.
+    prob_mid: Style = Style(bgcolor="#2f4a3a")
+    prob_low: Style = Style(bgcolor="#5a4a25")
+    prob_lowest: Style = Style(bgcolor="#5a2a2a")
 
     @classmethod
     def names(cls) -> tuple[str, ...]:

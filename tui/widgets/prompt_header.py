@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.text import Text
 
+from backends.generation.score import PromptScore
 from backends.prompt.check import PromptCheck
 from backends.prompt.view import Dropped, PromptView
 
 from .palette import DEFAULT_PALETTE, Palette
 from .sparkline import bar_text, level_style
-from .visible import printable
+from .visible import mark_whitespace, printable
 
 
 def _plural(n: int, word: str) -> str:
@@ -125,3 +128,25 @@ def header_lines(view: PromptView | None, mode: str, width: int = 80, palette: P
 
 
 # -- the body --------------------------------------------------------------------
+
+
+def shades(score: PromptScore, palette: Palette) -> list:
+    """A background per prompt token from its score: none for the likely ones (90% and more)."""
+    out = []
+    for value in score.logprobs:
+        p = math.exp(value) if value is not None else 1.0
+        out.append(None if p >= 0.9 else palette.prob_mid if p >= 0.5 else palette.prob_low if p >= 0.2
+                   else palette.prob_lowest)
+    return out
+
+
+def score_line(view: PromptView, score: PromptScore, palette: Palette) -> Text:
+    """``read by the model: mean logprob -4.32 · least expected #12 'LM' 0.0% …``"""
+    line = Text("read by the model: ", palette.muted, no_wrap=True, overflow="crop")
+    mean = score.mean
+    line.append(f"mean logprob {mean:.2f}" if mean is not None else "nothing to score")
+    for position, value in score.least_expected(3):
+        line.append(f" · #{position} ", palette.muted)
+        line.append(mark_whitespace(printable(view.pieces[position])) or "∅", palette.prob_lowest)
+        line.append(f" {math.exp(value):.1%}")
+    return line

@@ -107,6 +107,8 @@ class Layout:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         self.view = view
+        #: A background per token (how expected each was, from a prompt score), or None.
+        self.shades: list | None = None
         self.mode = mode
         self.width = max(int(width), 1)
         self._lines: list[tuple] = []
@@ -356,11 +358,15 @@ class Layout:
         pieces, ids, special = view.pieces, view.ids, view.special
         chips = self._chip_styles(palette)
         id_style = palette.token_id
+        shades = self.shades
         runs: list[Run] = []
         append = runs.append
         for t in range(start, end):
             if t == mark:
                 base = palette.mismatch
+                blank = base + palette.whitespace
+            elif shades is not None and shades[t] is not None:  # how expected the token was
+                base = shades[t] + palette.special if special[t] else shades[t]
                 blank = base + palette.whitespace
             else:
                 base, blank = chips[t & 1, special[t]]

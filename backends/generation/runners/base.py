@@ -28,10 +28,13 @@ class Sink(Protocol):
     def capture(self, ids) -> None:
         """The IDs the model's first forward call received (later calls are ignored)."""
 
-    def token(self, token_id: int) -> None:
-        """One generated token, as soon as it is known."""
+    #: Builds each token's TokenInfo from logits (``runners.logprobs.TokenScorer``); None: not asked for.
+    scorer: object | None
 
-    def text(self, delta: str, token_id: int | None = None) -> None:
+    def token(self, token_id: int, info=None) -> None:
+        """One generated token, as soon as it is known (with its TokenInfo when there is one)."""
+
+    def text(self, delta: str, token_id: int | None = None, info=None) -> None:
         """A piece of the reply that came as text (a server's stream), with its token ID when known."""
 
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:

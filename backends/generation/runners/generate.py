@@ -5,6 +5,7 @@ from __future__ import annotations
 from backends.core.errors import GenerationError, LlmTuiError, first_line
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
+from backends.generation.runners.loop import sampling_warpers
 from backends.generation.runners.prefill import (
     CHUNK_FIRST,
     PrefillCapture,
@@ -52,6 +53,8 @@ class GenerateRunner:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), sink.stopped, dtype=torch.bool, device=input_ids.device)
 
+        seen = _Logits(model, sampling_warpers(params)) if sink.scorer is not None else None
+
         class TokenStreamer(BaseStreamer):
             prompt_seen = False
 
@@ -61,7 +64,8 @@ class GenerateRunner:
                     return
                 for token in value.reshape(-1).tolist():
                     new_ids.append(int(token))
-                    sink.token(int(token))
+                    info = sink.scorer.info(seen.raw, seen.processed, int(token)) if seen is not None else None
+                    sink.token(int(token), info)
 
             def end(self):
                 pass
@@ -79,9 +83,12 @@ class GenerateRunner:
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **carried,
                     generation_config=generation_config(model, params, sink.stop_ids),
                     streamer=TokenStreamer(), stopping_criteria=StoppingCriteriaList([Stopper()]),
+                    **({"logits_processor": seen.processor()} if seen is not None else {}),
                 )
         finally:
             capture.finish()
+            if seen is not None:
+                seen.remove()
         return new_ids
 
     @staticmethod
@@ -108,6 +115,37 @@ class GenerateRunner:
         except NoCache:
             return None
         return cache
+
+
+class _Logits:
+    """What generate() computed for the token being chosen: the model's raw logits (a forward hook)
+    and the scores it sampled from. A custom logits processor runs after transformers' own processors
+    but before its sampling warpers, so it applies those warpers (the same classes, the same values)."""
+
+    def __init__(self, model, warpers) -> None:
+        self.raw = None
+        self.processed = None
+        self.warpers = warpers
+        self._hook = model.register_forward_hook(self._forward)
+
+    def _forward(self, _module, _args, output) -> None:
+        logits = split_output(output)[0]
+        self.raw = logits[0, -1]
+
+    def processor(self):
+        from transformers import LogitsProcessor, LogitsProcessorList
+
+        seen = self
+
+        class Last(LogitsProcessor):
+            def __call__(self, input_ids, scores):
+                seen.processed = seen.warpers(input_ids, scores)[0] if seen.warpers else scores[0]
+                return scores
+
+        return LogitsProcessorList([Last()])
+
+    def remove(self) -> None:
+        self._hook.remove()
 
 
 def generation_config(model, params: SamplingParams, stop_ids: list[int]):

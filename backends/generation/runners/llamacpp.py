@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.generation.runners.prefill import ChunkSizer, Stopped
@@ -40,12 +41,31 @@ class LlamaCppRunner:
                 if not new_ids:  # the whole prompt is evaluated now: read back what llama.cpp holds
                     sink.capture(list(llm.input_ids[:len(ids)]))
                 new_ids.append(int(token))
-                sink.token(int(token))
+                sink.token(int(token), self._info(llm, int(token), sink.scorer) if sink.scorer is not None else None)
                 if token in stop_ids or len(new_ids) >= params.max_new_tokens or sink.stopped:
                     break
         finally:
             tokens.close()
         return new_ids
+
+    @staticmethod
+    def _info(llm, token: int, scorer) -> TokenInfo:
+        """The token's figures from the logits llama.cpp sampled it from (the model's own: llama.cpp's
+        sampler chain works on a copy, so the distribution it drew from is not known here)."""
+        import llama_cpp
+        import numpy as np
+
+        raw = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+        raw = raw.astype(np.float64)
+        top = raw.max()
+        logprobs = raw - (top + np.log(np.exp(raw - top).sum()))
+        chosen = float(logprobs[token])
+        probs = np.exp(logprobs)
+        entropy = float(-(probs * logprobs)[probs > 0].sum())
+        best = np.argpartition(-logprobs, scorer.k)[:scorer.k]
+        best = best[np.argsort(-logprobs[best])]
+        alternatives = tuple(Alternative(int(i), scorer.piece_of(int(i)), float(logprobs[i])) for i in best)
+        return TokenInfo(chosen, None, int((logprobs > chosen).sum()) + 1, entropy, alternatives)
 
     @staticmethod
     def _prefill(llm, ids: list[int], sink: Sink) -> None:

@@ -24,9 +24,6 @@ def logits_processors(model, params: SamplingParams):
         LogitsProcessorList,
         RepetitionPenaltyLogitsProcessor,
         SuppressTokensLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
     )
 
     processors = LogitsProcessorList()
@@ -35,14 +32,28 @@ def logits_processors(model, params: SamplingParams):
     suppress = getattr(getattr(model, "generation_config", None), "suppress_tokens", None)
     if suppress:
         processors.append(_suppress(SuppressTokensLogitsProcessor, list(suppress)))
+    processors.extend(sampling_warpers(params))
+    return processors
+
+
+def sampling_warpers(params: SamplingParams):
+    """The warpers sampling applies last, in transformers' order: temperature, top-k, top-p."""
+    from transformers import (
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    warpers = LogitsProcessorList()
     if not params.greedy:
         if params.temperature != 1.0:
-            processors.append(TemperatureLogitsWarper(params.temperature))
+            warpers.append(TemperatureLogitsWarper(params.temperature))
         if params.top_k:
-            processors.append(TopKLogitsWarper(params.top_k))
+            warpers.append(TopKLogitsWarper(params.top_k))
         if params.top_p < 1.0:
-            processors.append(TopPLogitsWarper(params.top_p))
-    return processors
+            warpers.append(TopPLogitsWarper(params.top_p))
+    return warpers
 
 
 def _suppress(cls, tokens: list[int]):
@@ -97,10 +108,12 @@ class LoopRunner:
                     raise GenerationError("the model produced NaN/inf logits",
                                           "the weights or the model's computed buffers are broken; "
                                           "try --dtype fp32 or re-convert the checkpoint")
-                token = choose(processors(sequence, scores), params.greedy)
+                processed = processors(sequence, scores)
+                token = choose(processed, params.greedy)
                 token_id = int(token[0])
                 new_ids.append(token_id)
-                sink.token(token_id)
+                info = sink.scorer.info(logits[0, -1], processed[0], token_id) if sink.scorer is not None else None
+                sink.token(token_id, info)
                 if token_id in stop_ids or len(new_ids) >= params.max_new_tokens or sink.stopped:
                     break
                 sequence = torch.cat([sequence, token.reshape(1, 1).to(device)], dim=-1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 
+from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.prompt.view import PromptView
@@ -34,10 +35,14 @@ class RemoteRunner:
         self.info = info
         #: The prompt goes as the previewed token IDs (False: as chat messages).
         self.sends_ids = sends_ids
+        self.takes_ids = sends_ids  # a branch can go on from token IDs
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         body = self._sampling(params)
         as_ids = self.sends_ids and bool(view.ids)
+        if params.top_logprobs:  # where the server gives them: the token's and the K likeliest
+            body.update({"logprobs": params.top_logprobs} if as_ids else
+                        {"logprobs": True, "top_logprobs": params.top_logprobs})
         if as_ids:
             path = "/v1/completions"
             body["prompt"] = list(view.ids)
@@ -99,7 +104,7 @@ class RemoteRunner:
             ids = choice.get("token_ids") or []
             end_of_turn = choice.get("finish_reason") == "stop" and not text
             if (text or ids) and not end_of_turn:  # the end-of-turn token is not reply text
-                sink.text(text or "", ids[0] if len(ids) == 1 else None)
+                sink.text(text or "", ids[0] if len(ids) == 1 else None, _info(choice.get("logprobs")))
             new_ids.extend(int(i) for i in ids)
             if choice.get("finish_reason"):
                 sink.ended = _ENDED.get(choice["finish_reason"], "eos")
@@ -113,3 +118,26 @@ class RemoteRunner:
 
     def release(self) -> None:
         self.client.close()
+
+
+def _info(logprobs) -> TokenInfo | None:
+    """A server's logprobs for one streamed token, in TokenInfo's shape (the alternatives' IDs and
+    the entropy are not given by the OpenAI API)."""
+    if not isinstance(logprobs, dict):
+        return None
+    content = logprobs.get("content")
+    if isinstance(content, list) and content:  # chat: [{token, logprob, top_logprobs: [{token, logprob}]}]
+        entry = content[0]
+        chosen, value = entry.get("token", ""), entry.get("logprob")
+        top = [(t.get("token", ""), t.get("logprob")) for t in entry.get("top_logprobs") or []]
+    elif logprobs.get("token_logprobs"):  # completions: parallel lists, top as {token: logprob}
+        chosen = (logprobs.get("tokens") or [""])[0]
+        value = logprobs["token_logprobs"][0]
+        top = list(((logprobs.get("top_logprobs") or [{}])[0] or {}).items())
+    else:
+        return None
+    if value is None:
+        return None
+    top = sorted((t for t in top if t[1] is not None), key=lambda t: -t[1])
+    rank = next((n + 1 for n, (token, _) in enumerate(top) if token == chosen), None)
+    return TokenInfo(float(value), None, rank, None, tuple(Alternative(None, token, float(lp)) for token, lp in top))

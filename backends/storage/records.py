@@ -1,0 +1,134 @@
+"""What the store gives back: conversations, their messages, and the other replies of a turn."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+
+from backends.core.conversation import Conversation
+from backends.core.params import PARAM_NAMES, SamplingParams
+from backends.storage.tokens import StoredToken, decode_tokens
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    id: int
+    conversation_id: int
+    position: int  # 0-based order within the conversation
+    role: str
+    content: str
+    status: str
+    model: str | None
+    stats: dict | None
+    prompt_ids: list[int] | None
+    captured_ids: list[int] | None
+    created: float  # seconds since the epoch
+    #: A reply's tokens with their probabilities, when they were recorded.
+    tokens: list[StoredToken] | None = None
+    #: The turn's other replies (branches), oldest first; the conversation goes on from this one.
+    branches: tuple["StoredBranch", ...] = ()
+
+    def to_json(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k not in ("conversation_id", "tokens", "branches")}
+        data["created"] = iso_time(self.created)
+        if self.tokens is not None:
+            data["tokens"] = [t.to_json() for t in self.tokens]
+        if self.branches:
+            data["branches"] = [b.to_json() for b in self.branches]
+        return data
+
+
+@dataclass(frozen=True)
+class StoredBranch:
+    """Another reply of the same turn (an earlier one, or one taken from an alternative token)."""
+
+    id: int
+    content: str
+    status: str
+    model: str | None
+    stats: dict | None
+    prompt_ids: list[int] | None
+    captured_ids: list[int] | None
+    tokens: list[StoredToken] | None
+    created: float
+
+    def to_json(self) -> dict:
+        data = {k: v for k, v in asdict(self).items() if k != "tokens"}
+        data["created"] = iso_time(self.created)
+        if self.tokens is not None:
+            data["tokens"] = [t.to_json() for t in self.tokens]
+        return data
+
+
+@dataclass(frozen=True)
+class ConversationSummary:
+    id: int
+    title: str
+    created: float
+    updated: float
+    model: str | None
+    message_count: int
+    preview: str  # the start of the first user message
+
+    @property
+    def label(self) -> str:
+        return self.title or self.preview or "New conversation"
+
+
+@dataclass(frozen=True)
+class StoredConversation:
+    id: int
+    title: str
+    created: float
+    updated: float
+    model: str | None
+    system: str | None
+    params: dict
+    #: Model details for reproducing the chat: spec dict, family name, and so on.
+    meta: dict
+    messages: tuple[StoredMessage, ...] = field(default_factory=tuple)
+
+    def sampling_params(self) -> SamplingParams:
+        """The stored parameters as SamplingParams (unknown keys ignored)."""
+        return SamplingParams(**{k: v for k, v in self.params.items() if k in PARAM_NAMES})
+
+    def to_conversation(self) -> Conversation:
+        """The chat to continue from: the system prompt, then every message with text."""
+        chat = Conversation()
+        chat.set_system(self.system)
+        chat.messages.extend({"role": m.role, "content": m.content}
+                             for m in self.messages if m.content and m.role != "system")
+        return chat
+
+
+def load_json(text: str | None):
+    return None if text is None else json.loads(text)
+
+
+def message_of(row: sqlite3.Row, branches: tuple[StoredBranch, ...] = ()) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"], conversation_id=row["conversation_id"], position=row["position"],
+        role=row["role"], content=row["content"], status=row["status"], model=row["model"],
+        stats=load_json(row["stats"]), prompt_ids=load_json(row["prompt_ids"]),
+        captured_ids=load_json(row["captured_ids"]), created=row["created"], tokens=decode_tokens(row["tokens"]),
+        branches=branches,
+    )
+
+
+def branch_of(row: sqlite3.Row) -> StoredBranch:
+    return StoredBranch(
+        id=row["id"], content=row["content"], status=row["status"], model=row["model"],
+        stats=load_json(row["stats"]), prompt_ids=load_json(row["prompt_ids"]),
+        captured_ids=load_json(row["captured_ids"]), tokens=decode_tokens(row["tokens"]), created=row["created"],
+    )
+
+
+def one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def iso_time(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,127 @@
+"""A reply drawn token by token: coloured by how sure the model was, with a cursor; and the
+inspector's output view of the token under the cursor.
+
+The scale is calm and readable in 256 colours: a likely token (90% or more)
+is left plain, so the eye goes to the doubtful ones; below that the
+background shifts through the theme's muted success, warning and error
+colours. Text is always shown as text: it goes into ``Content`` objects and
+``rich.text.Text`` with styles, never parsed as markup.
+"""
+
+from __future__ import annotations
+
+import math
+
+from rich.text import Text
+from textual.content import Content
+
+from backends.core.events import TokenInfo
+from backends.core.sanitize import visible_text
+
+from .palette import DEFAULT_PALETTE, Palette
+from .sparkline import bar_text
+from .visible import mark_whitespace, printable
+
+#: (lowest probability, background, legend label), likeliest first.
+BUCKETS: tuple[tuple[float, str, str], ...] = (
+    (0.9, "", "≥90%"),
+    (0.5, "$success-muted", "50–90%"),
+    (0.2, "$warning-muted", "20–50%"),
+    (0.0, "$error-muted", "<20%"),
+)
+
+
+def probability(info: TokenInfo | None) -> float | None:
+    return None if info is None else math.exp(info.logprob)
+
+
+def bucket_style(p: float | None) -> str:
+    """The background for a token of probability ``p`` (plain when unknown or likely)."""
+    if p is None:
+        return ""
+    for lowest, style, _ in BUCKETS:
+        if p >= lowest:
+            return f"on {style}" if style else ""
+    return ""
+
+
+def reply_content(tokens: list, *, colour: bool, cursor: int | None) -> Content:
+    """A reply's tokens as styled text; the cursor's token is shown reversed (its whitespace visible)."""
+    parts = []
+    for index, token in enumerate(tokens):
+        text = visible_text(token.text)
+        style = bucket_style(probability(token.info)) if colour else ""
+        if index == cursor:
+            text = mark_whitespace(text) if not text.strip() else text
+            style = f"{style} reverse bold".strip()
+            if not text:
+                text = "∅"
+        parts.append((text, style) if style else text)
+    return Content.assemble(*parts) if parts else Content("")
+
+
+def legend() -> Content:
+    """``token probability: ≥90% 50–90% 20–50% <20% · v walks the tokens``"""
+    parts: list = [("token probability: ", "dim")]
+    for _, style, label in BUCKETS:
+        parts += [(f" {label} ", f"on {style}" if style else ""), " "]
+    parts.append(("· v walks the tokens, t turns this off", "dim"))
+    return Content.assemble(*parts)
+
+
+def word_starts(tokens: list) -> list[int]:
+    """Token positions where a word begins (after whitespace, or at a token that starts with it)."""
+    starts = []
+    previous = " "
+    for index, token in enumerate(tokens):
+        text = token.text
+        if text and (text[0].isspace() or previous[-1:].isspace()) and text.strip():
+            starts.append(index)
+        elif index == 0:
+            starts.append(index)
+        previous = text or previous
+    return starts
+
+
+def output_lines(tokens: list, index: int, width: int, palette: Palette = DEFAULT_PALETTE, *,
+                 branch: str = "") -> list[Text]:
+    """The inspector's output view: the token under the cursor and the model's alternatives to it."""
+    token = tokens[index]
+    info = token.info
+    shown = mark_whitespace(printable(token.text)) or "∅"
+    head = Text(f"token {index + 1:,} of {len(tokens):,}", palette.muted, no_wrap=True, overflow="crop")
+    if branch:
+        head.append(f" · {branch}", palette.muted)
+    lines = [head]
+    line = Text(no_wrap=True, overflow="crop")
+    line.append(shown, palette.piece)
+    line.append(f"  id {token.id}" if token.id is not None else "  (no ID from this engine)", palette.token_id)
+    lines.append(line)
+    if info is None:
+        lines.append(Text("no probabilities for this token (the engine gave none, or top_logprobs is 0)",
+                          palette.muted, no_wrap=True, overflow="crop"))
+        return lines
+    figures = [f"p {math.exp(info.logprob):.1%} (logprob {info.logprob:.3f})"]
+    if info.rank is not None:
+        figures.append(f"rank {info.rank}")
+    if info.entropy is not None:
+        figures.append(f"entropy {info.entropy:.2f} nats")
+    if info.sampled_logprob is not None and abs(info.sampled_logprob - info.logprob) > 1e-6:
+        figures.append(f"as sampled {math.exp(info.sampled_logprob):.1%}")
+    lines.append(Text(" · ".join(figures), no_wrap=True, overflow="crop"))
+    if not info.top:
+        return lines
+    lines.append(Text("alternatives (1-9 takes one and goes on from there):", palette.muted, no_wrap=True,
+                      overflow="crop"))
+    label_width = min(18, max(len(mark_whitespace(printable(a.piece))) for a in info.top) + 1)
+    bar_width = max(6, width - label_width - 14)
+    for number, alternative in enumerate(info.top, start=1):
+        p = math.exp(alternative.logprob)
+        chosen = alternative.id == token.id if alternative.id is not None else alternative.piece == token.text
+        row = Text(f"{number} ", palette.role if chosen else palette.muted, no_wrap=True, overflow="crop")
+        label = (mark_whitespace(printable(alternative.piece)) or "∅")[:label_width]
+        row.append(label.ljust(label_width), palette.special if chosen else "")
+        row.append_text(bar_text(p, bar_width, palette.bar_ok if chosen else palette.bar_warn, palette.bar_empty))
+        row.append(f" {p:6.1%}")
+        lines.append(row)
+    return lines
