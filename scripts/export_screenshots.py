@@ -1,6 +1,6 @@
 """Copy the accepted snapshot SVGs into screenshots/ for the README.
 
-The snapshots in tests/__snapshots__/test_snapshots/ are the screens the test
+The snapshots in tests/__snapshots__/test_snapshots*/ are the screens the test
 suite checks, so the images never drift from what the app really shows.
 
     python scripts/export_screenshots.py            # copy the accepted snapshots
@@ -17,7 +17,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SNAPSHOTS = ROOT / "tests" / "__snapshots__" / "test_snapshots"
+SNAPSHOTS = ROOT / "tests" / "__snapshots__"
+SNAPSHOT_TESTS = ["tests/test_snapshots.py", "tests/test_snapshots_tokens.py"]
 OUT = ROOT / "screenshots"
 
 
@@ -34,11 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", action="store_true", help="re-take the snapshots before copying")
     args = parser.parse_args(argv)
     if args.update:
-        done = subprocess.run([sys.executable, "-m", "pytest", "tests/test_snapshots.py", "-q", "--snapshot-update"],
+        done = subprocess.run([sys.executable, "-m", "pytest", *SNAPSHOT_TESTS, "-q", "--snapshot-update"],
                               cwd=ROOT)
         if done.returncode != 0:
             return done.returncode
-    snapshots = sorted(SNAPSHOTS.glob("*.svg"))
+    snapshots = sorted(SNAPSHOTS.glob("test_snapshots*/*.svg"))
     if not snapshots:
         print(f"no snapshots in {SNAPSHOTS}; run with --update", file=sys.stderr)
         return 1

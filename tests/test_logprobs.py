@@ -11,9 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from backends.core.errors import UsageError
 from backends.core.events import DoneEvent, TokenEvent
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
+from backends.generation.branch import branch_prefix
 from backends.generation.open import open_model
 from backends.storage.tokens import StoredToken, decode_tokens, encode_tokens
 
@@ -89,9 +91,8 @@ def test_no_alternatives_are_computed_when_none_are_asked_for(engine_handle):
 
 def test_a_branch_goes_on_from_the_exact_ids(demo_handle):
     tokens, _ = stream(demo_handle, SamplingParams(temperature=0, max_new_tokens=10, top_logprobs=5))
-    third = tokens[2]
-    alternative = third.info.top[1]  # "2" on the third token
-    prefix = [*tokens[:2], TokenEvent(alternative.id, alternative.piece, 0.0, third.info)]
+    alternative = tokens[2].info.top[1]  # "2" on the third token
+    prefix = branch_prefix(tokens, 2, 2)
     generation = demo_handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=10, top_logprobs=5),
                                     prefix=prefix)
     events = list(generation)
@@ -100,6 +101,12 @@ def test_a_branch_goes_on_from_the_exact_ids(demo_handle):
     assert done.captured_ids == generation.view.ids  # the continued prompt, checked like any other
     assert generation.view.ids[-3:] == [tokens[0].id, tokens[1].id, alternative.id]
     assert done.text.startswith(tokens[0].text + tokens[1].text) and done.stats.new_tokens <= 10
+    taken = branch[2].info  # the model's figures for that position: its second choice, not a sure one
+    assert taken.rank == 2 and taken.logprob == alternative.logprob and taken.top == tokens[2].info.top
+    with pytest.raises(UsageError, match="already there"):
+        branch_prefix(tokens, 2, 1)
+    with pytest.raises(UsageError, match="no alternative 9"):
+        branch_prefix(tokens, 2, 9)
 
 
 def test_prompt_scores_are_the_models_next_token_logprobs(demo_handle):

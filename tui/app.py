@@ -13,13 +13,11 @@ from __future__ import annotations
 import asyncio
 import signal
 import traceback
-from functools import partial
 from typing import Iterable
 
 from textual import on
 from textual.actions import SkipAction
 from textual.app import App, SystemCommand
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState
@@ -30,12 +28,15 @@ from backends.storage.config_edit import save_default
 
 from . import commands
 from .controllers.branches import Branches
+from .controllers.copying import copy_code, copy_reply
+from .controllers.output_side import OutputSide
 from .controllers.preview import PromptPreview
 from .controllers.profiles import Profiles
 from .controllers.registry import ModelRegistry
 from .controllers.sessions import Sessions
 from .controllers.slash import SlashCommands
 from .controllers.turns import Turns
+from .key_help import help_sections, key_label
 from .keys import APP_BINDINGS, PALETTE_TITLES
 from .messages import (
     ConversationChanged,
@@ -60,7 +61,7 @@ from .widgets.inspector import Inspector
 from .widgets.meter import Meter
 from .widgets.prompt_input import PromptInput
 from .widgets.status import StatusBar
-from .widgets.token_view import legend, output_lines
+from .widgets.token_view import legend
 
 _PANE_ACTIONS = {"inspector_mode", "toggle_pane", "zoom", "memory"}
 
@@ -105,6 +106,8 @@ class LlmTuiApp(App[int]):
         self.branches = Branches(self, self.turns, self.recorder, chat=self.chat)
         self.legend = Static(legend(), id="token-legend")
         self.legend.display = False
+        self.output = OutputSide(self, chat=self.chat, inspector=self.inspector, line=self.legend,
+                                 status=self.status, models=self.models)
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input)
         # The hooks between them: a profile holds the model like a turn does.
@@ -207,18 +210,13 @@ class LlmTuiApp(App[int]):
     # -- the output side: token colours, the token cursor, branches, the prompt's score -------------
 
     def action_colour_tokens(self) -> None:
-        on = not self.chat.colour
-        self.chat.set_colour(on)
-        self.legend.display = on
+        self.output.toggle_colour()
 
     def on_chat_log_token_focused(self, message: ChatLog.TokenFocused) -> None:
-        reply, index = message.reply, message.index
-        branch = f"branch {reply.branch[0]} of {reply.branch[1]}" if reply.branch else ""
-        self.inspector.show_output(lambda width: output_lines(reply.tokens, index, width, self.inspector.palette,
-                                                              branch=branch))
+        self.output.focused(message.reply, message.index)
 
     def on_chat_log_tokens_left(self) -> None:
-        self.inspector.hide_output()
+        self.output.left()
 
     async def on_chat_log_alternative_chosen(self, message: ChatLog.AlternativeChosen) -> None:
         await self.branches.take_alternative(message.reply, message.index, message.rank)
@@ -227,19 +225,7 @@ class LlmTuiApp(App[int]):
         await self.branches.step(message.reply, message.step)
 
     def on_inspector_score_requested(self, message: Inspector.ScoreRequested) -> None:
-        handle = self.models.handle
-        if handle is None:
-            return
-        self.status.set(state="scoring the prompt…")
-        self.run_worker(partial(self._score_work, handle, message.view), name="score", group="score", thread=True,
-                        exit_on_error=False)
-
-    def _score_work(self, handle, view) -> None:
-        try:
-            score = handle.score(view.ids)
-        finally:
-            self.call_from_thread(self.status.set, state="")
-        self.call_from_thread(self.inspector.show_score, view, score)
+        self.output.score(message.view)
 
     def on_database_damaged(self, message: DatabaseDamaged) -> None:
         self.sessions.damaged(message.error)
@@ -339,15 +325,15 @@ class LlmTuiApp(App[int]):
 
     def action_save(self) -> None:
         try:
-            self.turns.export()
+            self.sessions.export()
         except UsageError as err:
             self.chat.add_notice(str(err), error=True)
 
     def action_copy_reply(self) -> None:
-        self.turns.copy_reply()
+        copy_reply(self, self.chat)
 
     def action_copy_code(self) -> None:
-        self.turns.copy_code()
+        copy_code(self, self.chat)
 
     def action_models(self) -> None:
         self.models.open_picker()
@@ -368,7 +354,7 @@ class LlmTuiApp(App[int]):
         self.slash.system("")
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.help_keys()))
+        self.push_screen(HelpScreen(help_sections(self)))
 
     # -- panes ---------------------------------------------------------------------------------
 
@@ -403,36 +389,12 @@ class LlmTuiApp(App[int]):
 
     # -- help and the command palette: both read the bindings, so remapped keys show -----------
 
-    def key_of(self, binding: Binding) -> str:
-        """The keys that run ``binding`` now (the config's keymap applied), as the user types them."""
-        keys = self._keymap.get(binding.id, binding.key) if binding.id else binding.key
-        return ", ".join(self._key_name(k) for k in keys.split(","))
-
-    def help_keys(self) -> list[tuple[str, list[tuple[str, str]]]]:
-        """The help screen's sections: the app's keys, then the token cursor's (read from ChatLog)."""
-        rows = [(self.key_of(b), b.tooltip or b.description) for b in [*PromptInput.BINDINGS, *self.BINDINGS]
-                if not (b.id or "").startswith("app.model-")]
-        rows.append(("1-9, Alt+1-9", "switch model (1-9 outside the input; F2 then 1-9 anywhere)"))
-        rows.append(("Ctrl+P", "command palette: every action, themes"))
-        rows.append(("Tab, Shift+Tab", "move between the input, the chat and the panes"))
-        rows.append(("Ctrl+Q", "quit"))
-        cursor = [(self.key_of(b), b.tooltip or b.description.lower()) for b in ChatLog.BINDINGS
-                  if not (b.id or "").startswith("chat.alternative-")]
-        cursor.append(("1-9", "branch: write the reply again from this token, choosing alternative n"))
-        return [("Keys", rows), ("On a reply's tokens (v in the chat)", cursor)]
-
-    def _key_name(self, key: str) -> str:
-        key = key.strip()
-        if key[:1] == "f" and key[1:].isdigit():
-            return key.upper()
-        return self.get_key_display(Binding(key, ""))
-
     def get_system_commands(self, screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for binding in self.BINDINGS:
             title = PALETTE_TITLES.get(binding.id)
             if title is not None:
-                yield SystemCommand(title, f"{self.key_of(binding)} · {binding.tooltip}",
+                yield SystemCommand(title, f"{key_label(self, binding)} · {binding.tooltip}",
                                     lambda action=binding.action: self.run_action(action))
         for n, slot in enumerate(self.models.slots):
             yield SystemCommand(f"Models: switch to {n + 1}. {slot.label}",

@@ -93,7 +93,7 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         add_loading_flags(parser)
         add_sampling_flags(parser)
     elif name == "inspect":
-        parser.description = "Show the exact prompt and token IDs (tokenizer only, weights are never loaded)."
+        parser.description = "Show the exact prompt and token IDs (tokenizer only; --score loads the weights)."
         parser.add_argument("model", nargs="?", metavar="MODEL")
         parser.add_argument("--messages", metavar="FILE", required=True, help="JSON list of {role, content}; - reads standard input")
         parser.add_argument("--system", metavar="TEXT", help="system prompt (put before the messages)")

@@ -184,7 +184,7 @@ class Recorder:
             return
         with self._lock:
             self._finished.discard(msg_id)
-        self.store.update_message(msg_id, content="", status="partial", model=model)
+        self.store.reset_message(msg_id, model)
 
     @_guarded
     def keep_as_branch(self, msg_id: int | None) -> int:

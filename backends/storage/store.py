@@ -297,6 +297,14 @@ class Store:
                 changes[name] = _dump(value)
         self._update("messages", msg_id, changes)
 
+    def reset_message(self, msg_id: int, model: str | None) -> None:
+        """Empty a reply to be written again in place (a branch): it is new from now on."""
+        now = time.time()
+        with self._transaction() as db:
+            db.execute("UPDATE messages SET content = '', status = 'partial', model = ?, stats = NULL,"
+                       " prompt_ids = NULL, captured_ids = NULL, tokens = NULL, created = ? WHERE id = ?",
+                       (model, now, msg_id))
+
     # -- branches: the other replies of a turn -------------------------------------------------
 
     def keep_as_branch(self, msg_id: int) -> int:

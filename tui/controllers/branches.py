@@ -11,7 +11,7 @@ later turns answered.
 from __future__ import annotations
 
 from backends.core.errors import UsageError
-from backends.core.events import TokenEvent, TokenInfo
+from backends.generation.branch import branch_prefix
 
 from ..session import Recorder
 from ..widgets.chat import Reply
@@ -35,31 +35,22 @@ class Branches:
 
     async def take_alternative(self, reply: Reply, index: int, rank: int) -> None:
         why = self._refuse(reply)
-        token = reply.tokens[index]
-        info = token.info
-        if why is None and (info is None or rank > len(info.top)):
-            why = f"this token has no alternative {rank}"
-        if why is None and info.top[rank - 1].id is None:
-            why = "this engine names alternatives by their text only: there are no IDs to go on from"
-        if why is None and info.top[rank - 1].id == token.id:
-            why = f"alternative {rank} is the token already there"
-        if why is None:
-            try:
+        prefix = None
+        try:
+            if why is None:
+                prefix = branch_prefix(reply.tokens, index, rank)
                 self.turns.check_can_send()
-            except UsageError as err:
-                why = str(err)
+        except UsageError as err:
+            why = str(err)
         if why is not None:
             self.chat.add_notice(why, error=True)
             return
-        chosen = info.top[rank - 1]
-        prefix = [TokenEvent(t.id, t.text, 0.0, t.info) for t in reply.tokens[:index]]
-        prefix.append(TokenEvent(chosen.id, chosen.piece, 0.0, TokenInfo(chosen.logprob, None, rank, info.entropy,
-                                                                         info.top)))
+        chosen = prefix[-1]
         count = self.recorder.keep_as_branch(reply.message_id) or 1
         self.turns.conversation.pop_last_reply()
         self.chat.action_leave()
         await self.chat.remove_from_last(Reply)
-        self.chat.add_notice(f"branch {count} of {count}: token {index + 1} is now {chosen.piece!r} "
+        self.chat.add_notice(f"branch {count} of {count}: token {index + 1} is now {chosen.text!r} "
                              f"(alternative {rank}); the earlier reply is kept, [ ] go between them")
         await self.turns.generate(prefix=prefix, message_id=reply.message_id,
                                   branch=(count, count) if count > 1 else None)

@@ -13,6 +13,7 @@ import sqlite3
 from pathlib import Path
 
 from backends.core.errors import LlmTuiError, UsageError
+from backends.core.paths import data_dir
 from backends.storage.store import Store, StoreDamaged, default_db_path, move_aside
 
 from ..screens.damaged_store import DamagedStoreScreen
@@ -31,6 +32,12 @@ class Sessions:
         self.chat = chat
         self.status = status
         self.path: Path | None = None
+
+    def export(self, formats: tuple[str, ...] = ("md", "json"), path: str | None = None) -> None:
+        written = self.recorder.export(formats, path, data_dir() / "exports")
+        if not written:
+            raise UsageError("there is nothing to save yet", "send a message first")
+        self.chat.add_notice("saved " + ", ".join(str(p) for p in written))
 
     def open_store(self, path) -> None:
         """Open the database; when it cannot be, say so and go on without saving."""

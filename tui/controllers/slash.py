@@ -5,6 +5,7 @@ from __future__ import annotations
 from backends.core.errors import UsageError
 
 from .. import commands
+from .copying import copy_code, copy_reply
 from .profiles import Profiles
 from .registry import ModelRegistry
 from .sessions import Sessions
@@ -55,9 +56,9 @@ class SlashCommands:
             if not turns.stop():
                 raise UsageError("nothing is being generated")
         elif name == "copy":
-            turns.copy_code() if arg == "code" else turns.copy_reply()
+            (copy_code if arg == "code" else copy_reply)(self.app, self.chat)
         elif name == "save":
-            turns.export(*commands.parse_save(arg))
+            self.sessions.export(*commands.parse_save(arg))
         elif name == "sessions":
             self.sessions.open_screen()
         elif name == "budget":

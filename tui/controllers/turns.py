@@ -20,8 +20,6 @@ from backends.core.conversation import Conversation
 from backends.core.errors import UsageError, error_line
 from backends.core.events import DoneEvent
 from backends.core.params import SamplingParams
-from backends.core.paths import data_dir
-from backends.core.sanitize import visible_text
 from backends.core.units import format_bytes
 from backends.memory.fit import TurnFit, plan_turn
 from backends.memory.turn import context_projection
@@ -32,7 +30,7 @@ from ..messages import ConversationChanged, TurnDone, TurnWontFit
 from ..pump import pump_generation
 from ..screens.fit import FitScreen
 from ..session import Recorder
-from ..widgets.chat import Reply, UserMessage, last_code_block
+from ..widgets.chat import Reply, UserMessage
 from .registry import ModelRegistry
 
 _STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
@@ -351,10 +349,10 @@ class Turns:
             if m.role == "user":
                 self.chat.add_user(m.content)
             elif m.role == "assistant":
-                variants = len(m.branches) + 1
+                place = 1 + sum(b.created < m.created for b in m.branches)  # replies go oldest first
                 await self.chat.add_reply(m.model or stored.model or "", m.content, status=m.status, stats=m.stats,
                                           tokens=m.tokens, message_id=m.id,
-                                          branch=(variants, variants) if m.branches else None)
+                                          branch=(place, len(m.branches) + 1) if m.branches else None)
         self.changed()
 
     def set_system(self, text: str | None) -> None:
@@ -381,31 +379,6 @@ class Turns:
         self.chat.add_notice(f"each prompt is kept within {value:,} tokens by {rule}" if value
                              else "prompt budget removed")
         self.changed()
-
-    # -- copying and exporting -----------------------------------------------------------------
-
-    def copy_reply(self) -> None:
-        reply = self.chat.last_reply()
-        if reply is None or not reply.text:
-            self.app.notify("there is no reply to copy yet", severity="warning", markup=False)
-            return
-        self.app.copy_to_clipboard(visible_text(reply.text))
-        self.app.notify(f"copied the last reply ({len(reply.text):,} characters)", markup=False)
-
-    def copy_code(self) -> None:
-        reply = self.chat.last_reply()
-        code = last_code_block(reply.text) if reply is not None else None
-        if code is None:
-            self.app.notify("the last reply has no code block", severity="warning", markup=False)
-            return
-        self.app.copy_to_clipboard(visible_text(code))
-        self.app.notify(f"copied a code block ({len(code.splitlines())} lines)", markup=False)
-
-    def export(self, formats: tuple[str, ...] = ("md", "json"), path: str | None = None) -> None:
-        written = self.recorder.export(formats, path, data_dir() / "exports")
-        if not written:
-            raise UsageError("there is nothing to save yet", "send a message first")
-        self.chat.add_notice("saved " + ", ".join(str(p) for p in written))
 
     # -- saving as it happens ------------------------------------------------------------------
 
