@@ -14,7 +14,10 @@ The 10 ms timer itself costs the UI thread about 2% of a core, which on a
 tiny, GIL-bound model shows up as lost tokens/s; so it runs in separate app
 rounds (one per length), and tokens/s is compared on rounds without it.
 
-Run: .venv/bin/python benchmarks/ui_stream.py [--rounds 3] [--lengths 1000,4000]
+With --colour the app rounds run with replies coloured by token probability
+(the `t` key), so the figures show what colouring costs on screen.
+
+Run: .venv/bin/python benchmarks/ui_stream.py [--rounds 3] [--lengths 1000,4000] [--colour]
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def run_headless(handle, tokens: int) -> dict:
             "tokens": done.stats.new_tokens}
 
 
-async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = False) -> dict:
+async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = False, colour: bool = False) -> dict:
     """The same turn typed into the real app; the app shows every token as it comes."""
     from tui.app import LlmTuiApp
     from tui.settings import AppSettings
@@ -97,6 +100,8 @@ async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = Fal
     async with app.run_test(size=(160, 48)) as pilot:
         while app.models.handle is None:
             await pilot.pause(0.05)
+        if colour:
+            app.output.toggle_colour()
         app.input.load_text(MESSAGES[0]["content"])
         await pilot.pause(0.3)  # let the preview settle before timing starts
         stall["on"] = watch_stalls
@@ -128,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=1)
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for a tiny model)")
+    parser.add_argument("--colour", action="store_true", help="the app colours replies by token probability")
     args = parser.parse_args(argv)
     lengths = [int(x) for x in args.lengths.split(",")]
 
@@ -149,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             rows: dict[str, list] = {"plain": [], "app": [], "stalls": []}
             for _ in range(args.rounds):
                 rows["plain"].append(run_headless(handle, tokens))
-                rows["app"].append(asyncio.run(run_app(handle, model_dir, tokens)))
-            rows["stalls"].append(asyncio.run(run_app(handle, model_dir, tokens, watch_stalls=True)))
+                rows["app"].append(asyncio.run(run_app(handle, model_dir, tokens, colour=args.colour)))
+            rows["stalls"].append(asyncio.run(run_app(handle, model_dir, tokens, watch_stalls=True,
+                                                      colour=args.colour)))
             results[tokens] = rows
+    print("replies coloured by token probability" if args.colour else "replies as Markdown (colouring off)")
     report(results, lengths)
     return 0
 

@@ -23,7 +23,8 @@ from backends.core.sanitize import visible_text
 
 from ..messages import TokensArrived
 from ..pump import Pace
-from .token_view import reply_content, word_starts
+from .token_pane import TokenPane
+from .token_view import word_starts
 
 #: Longer user messages are shown cut (the model still gets all of it), so a
 #: huge paste cannot stall the screen.
@@ -97,7 +98,7 @@ class Reply(Vertical):
         self._flush_timer = None
         self.flush_interval = MIN_FLUSH_INTERVAL  # seconds between screen updates, kept within UI_SHARE
         self._markdown = Markdown(shown(text, None) if text else None, open_links=False)
-        self._token_view = Static(classes="tokens")  # the reply token by token (colours, cursor)
+        self._token_view = TokenPane(classes="tokens")  # the reply token by token (colours, cursor)
         self._token_view.display = False
         self._stats = Static(classes="stats")
         self._initial_stats = stats
@@ -121,8 +122,12 @@ class Reply(Vertical):
         self._markdown.display = not wanted
         self._token_view.display = wanted
         if wanted:
-            self._token_view.update(reply_content(self.tokens, colour=colour, cursor=cursor))
+            self._token_view.show(self.tokens, colour=colour, cursor=cursor)
         return bool(self.tokens)
+
+    def cursor_widget(self):
+        """What to scroll into view for the token cursor: its chunk of the reply, else the reply."""
+        return self._token_view.cursor_widget() or self
 
     def on_mount(self) -> None:
         if self.status is None:
@@ -337,7 +342,7 @@ class ChatLog(VerticalScroll, can_focus=True):
         if previous is not None and previous is not reply:
             previous.show_tokens(colour=self.colour)
         reply.show_tokens(colour=self.colour, cursor=self.cursor[1])
-        reply.scroll_visible(animate=False)
+        reply.cursor_widget().scroll_visible(animate=False)
         self.post_message(self.TokenFocused(reply, self.cursor[1]))
 
     def action_tokens(self) -> None:

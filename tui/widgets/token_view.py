@@ -45,19 +45,41 @@ def bucket_style(p: float | None) -> str:
     return ""
 
 
-def reply_content(tokens: list, *, colour: bool, cursor: int | None) -> Content:
-    """A reply's tokens as styled text; the cursor's token is shown reversed (its whitespace visible)."""
-    parts = []
+def reply_content(tokens: list, *, colour: bool, cursor: int | None, trim_end: bool = False) -> Content:
+    """A reply's tokens as styled text; the cursor's token is shown reversed (its whitespace visible).
+
+    Neighbouring tokens of the same style make one span: most tokens are likely
+    and plain, so a long reply is a few hundred spans, not thousands. With
+    ``trim_end``, one line break at the very end is left out (the next chunk
+    starts on a new line anyway)."""
+    runs: list[tuple[str, str]] = []  # (text, style)
     for index, token in enumerate(tokens):
         text = visible_text(token.text)
         style = bucket_style(probability(token.info)) if colour else ""
         if index == cursor:
-            text = mark_whitespace(text) if not text.strip() else text
+            if not text.strip():  # whitespace: show it, and keep its line breaks
+                text = mark_whitespace(text) + "\n" * text.count("\n")
             style = f"{style} reverse bold".strip()
             if not text:
                 text = "∅"
-        parts.append((text, style) if style else text)
-    return Content.assemble(*parts) if parts else Content("")
+        if runs and runs[-1][1] == style and index != cursor and index - 1 != cursor:
+            runs[-1] = (runs[-1][0] + text, style)
+        else:
+            runs.append((text, style))
+    if trim_end and runs and runs[-1][0].endswith("\n"):
+        runs[-1] = (runs[-1][0][:-1], runs[-1][1])
+    return Content.assemble(*[(text, style) if style else text for text, style in runs if text]) \
+        if runs else Content("")
+
+
+def chunk_starts(tokens: list, size: int) -> list[int]:
+    """Where each chunk of about ``size`` tokens starts; a chunk ends only after a line break,
+    so chunks stacked one under another read as the whole reply."""
+    starts = [0]
+    for index, token in enumerate(tokens[:-1]):
+        if index + 1 - starts[-1] >= size and token.text.endswith("\n"):
+            starts.append(index + 1)
+    return starts
 
 
 def legend() -> Content:

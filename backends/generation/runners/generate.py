@@ -53,7 +53,8 @@ class GenerateRunner:
             def __call__(self, input_ids, scores, **kwargs):
                 return torch.full((input_ids.shape[0],), sink.stopped, dtype=torch.bool, device=input_ids.device)
 
-        seen = _Logits(model, sampling_warpers(params)) if sink.scorer is not None else None
+        config = generation_config(model, params, sink.stop_ids)
+        seen = _Logits(model, sampling_warpers(params), changes_logits(config)) if sink.scorer is not None else None
 
         class TokenStreamer(BaseStreamer):
             prompt_seen = False
@@ -81,7 +82,7 @@ class GenerateRunner:
                 carried = {ForwardCall.for_model(model).cache_name or "past_key_values": cache} if cache else {}
                 model.generate(
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **carried,
-                    generation_config=generation_config(model, params, sink.stop_ids),
+                    generation_config=config,
                     streamer=TokenStreamer(), stopping_criteria=StoppingCriteriaList([Stopper()]),
                     **({"logits_processor": seen.processor()} if seen is not None else {}),
                 )
@@ -122,10 +123,11 @@ class _Logits:
     and the scores it sampled from. A custom logits processor runs after transformers' own processors
     but before its sampling warpers, so it applies those warpers (the same classes, the same values)."""
 
-    def __init__(self, model, warpers) -> None:
+    def __init__(self, model, warpers, changes: bool) -> None:
         self.raw = None
         self.processed = None
         self.warpers = warpers
+        self.changes = changes  # False: nothing alters the logits (greedy, no penalties), processed stays None
         self._hook = model.register_forward_hook(self._forward)
 
     def _forward(self, _module, _args, output) -> None:
@@ -139,13 +141,21 @@ class _Logits:
 
         class Last(LogitsProcessor):
             def __call__(self, input_ids, scores):
-                seen.processed = seen.warpers(input_ids, scores)[0] if seen.warpers else scores[0]
+                if seen.changes:
+                    seen.processed = seen.warpers(input_ids, scores)[0] if seen.warpers else scores[0]
                 return scores
 
         return LogitsProcessorList([Last()])
 
     def remove(self) -> None:
         self._hook.remove()
+
+
+def changes_logits(config) -> bool:
+    """Whether generate() with ``config`` samples from anything but the model's raw logits."""
+    return bool(config.do_sample or (config.repetition_penalty or 1.0) != 1.0 or config.suppress_tokens
+                or config.begin_suppress_tokens or config.no_repeat_ngram_size or config.bad_words_ids
+                or config.sequence_bias)
 
 
 def generation_config(model, params: SamplingParams, stop_ids: list[int]):

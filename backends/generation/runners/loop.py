@@ -112,7 +112,8 @@ class LoopRunner:
                 token = choose(processed, params.greedy)
                 token_id = int(token[0])
                 new_ids.append(token_id)
-                info = sink.scorer.info(logits[0, -1], processed[0], token_id) if sink.scorer is not None else None
+                info = (sink.scorer.info(logits[0, -1], processed[0] if processors else None, token_id)
+                        if sink.scorer is not None else None)
                 sink.token(token_id, info)
                 if token_id in stop_ids or len(new_ids) >= params.max_new_tokens or sink.stopped:
                     break
