@@ -14,6 +14,7 @@ the figures it measured; the whole run writes them as JSON too:
              messages, the IDs sent and echoed, /metrics names
 - bandwidth: decode tokens/s of the default model against the memory-bandwidth limit
              (weights read once per token)
+- logprobs:  each token's figures on CUDA: greedy tokens are their own top[0]; decode with K=5 vs K=0
 """
 
 from __future__ import annotations
@@ -178,6 +179,27 @@ def bandwidth():
             "share_of_ceiling": round((done.stats.decode_tok_s or 0) / ceiling, 4)}
 
 
+@check("logprobs")
+def logprobs():
+    """Token figures on CUDA: greedy tokens are their own top alternative, and K=5 costs little."""
+    from backends.core.params import SamplingParams
+    from backends.core.spec import ModelSpec
+    from backends.generation.open import open_model
+
+    handle = open_model(ModelSpec(engine="generate"))
+    story = [{"role": "user", "content": "Write a long story."}]
+    rates = {0: [], 5: []}
+    for _ in range(3):
+        for k in (0, 5):
+            events = list(handle.stream(story, SamplingParams(temperature=0, max_new_tokens=128, top_logprobs=k)))
+            rates[k].append(events[-1].stats.decode_tok_s or 0.0)
+            if k:
+                assert all(e.info.top[0].id == e.id for e in events[:-1]), "a greedy token is not top[0]"
+    handle.unload()
+    k0, k5 = max(rates[0]), max(rates[5])
+    return {"decode_tok_s_k0": round(k0, 1), "decode_tok_s_k5": round(k5, 1), "ratio": round(k5 / k0, 3)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm", action="store_true", help="also start vllm serve and check the remote engine")
@@ -195,6 +217,7 @@ def main() -> int:
     if args.vllm:
         vllm(model_dir)
     bandwidth()
+    logprobs()
     Path(args.out).write_text(json.dumps(RESULTS, indent=2))
     failed = [name for name, r in RESULTS.items() if r["status"] == "failed"]
     print(f"{len(RESULTS) - len(failed)} of {len(RESULTS)} checks did not fail; written to {args.out}")

@@ -47,12 +47,12 @@ def ms(seconds: float) -> str:
 
 
 def time_layouts(view, width: int) -> None:
-    from tui.widgets import token_render
     from tui.widgets.token_layout import MODES, Layout
+    from tui.widgets.visible import PIECE_CACHE
 
     print(f"\nLayout of {len(view):,} tokens at width {width} (build only; lines are drawn on demand)")
     for mode in MODES:
-        token_render._PIECE_CACHE.clear()
+        PIECE_CACHE.clear()
         start = time.perf_counter()
         layout = Layout(replace(view), mode, width)
         cold = time.perf_counter() - start
