@@ -62,8 +62,14 @@ class ShapeServer:
     """A vLLM- or llama-server-shaped server (``kind``) over the default model's tokenizer."""
 
     def __init__(self, tokenizer, kind: str = "vllm", *, model: str = "demo/SmolLM2-135M-Instruct",
-                 echo_extra: list[int] | None = None, slow_first_token: float = 0.0) -> None:
+                 echo_extra: list[int] | None = None, slow_first_token: float = 0.0,
+                 fault: str | None = None) -> None:
         self.tokenizer = tokenizer
+        #: What goes wrong: "unauthorized" (401 to everything), "html" (a web page, not an API),
+        #: and mid-stream after two tokens: "break" (the connection drops), "malformed" (a line
+        #: that is not JSON), "silent" (nothing more is sent).
+        self.fault = fault
+        self.closing = threading.Event()
         self.kind = kind
         self.model = model
         self.echo_extra = echo_extra or []  # IDs the "engine" reads in front of what it was sent
@@ -84,6 +90,7 @@ class ShapeServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.closing.set()
         self._server.shutdown()
         self._server.server_close()
 
@@ -142,6 +149,9 @@ class ShapeServer:
         else:
             prompt = self.ids_of(self.render(body["messages"]))
         for n, token in enumerate(reply[:body.get("max_tokens", 16)]):
+            if n == 2 and self.fault in ("break", "malformed", "silent"):
+                yield self.fault
+                return
             if n == 0 and self.slow_first_token:
                 deadline = time.monotonic() + self.slow_first_token
                 while time.monotonic() < deadline:
@@ -192,13 +202,31 @@ class ShapeServer:
             def _reply(self, path: str, body: dict) -> None:
                 server.requests.append((path, body))
                 server.authorizations.append(self.headers.get("Authorization"))
+                if server.fault in ("unauthorized", "html"):
+                    unauthorized = server.fault == "unauthorized"
+                    data = (b'{"error": {"message": "Invalid API key", "type": "invalid_request_error"}}'
+                            if unauthorized else b"<html><body><h1>Welcome to nginx!</h1></body></html>")
+                    self.send_response(401 if unauthorized else 200)
+                    self.send_header("Content-Type", "application/json" if unauthorized else "text/html")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if body.get("stream") and path in ("/v1/completions", "/v1/chat/completions"):
                     self.send_response(200)
                     self.send_header("Content-Type", "text/event-stream")
                     self.end_headers()
                     try:
                         for chunk in server.stream(path, body):
-                            line = b"\n" if chunk is None else f"data: {json.dumps(chunk)}\n\n".encode()
+                            if chunk == "break":
+                                return  # the connection closes with no [DONE]
+                            if chunk == "silent":
+                                server.closing.wait()
+                                return
+                            if chunk == "malformed":
+                                line = b'data: {"choices": [{"text": "oops\n\n'
+                            else:
+                                line = b"\n" if chunk is None else f"data: {json.dumps(chunk)}\n\n".encode()
                             self.wfile.write(line)
                             self.wfile.flush()
                         self.wfile.write(b"data: [DONE]\n\n")

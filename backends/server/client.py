@@ -8,14 +8,26 @@ the request's header: it is never stored, exported or logged.
 from __future__ import annotations
 
 import json
+import os
 from typing import Iterator
 
 from backends.core.errors import LlmTuiError, MissingPackageError
 
-#: Seconds to connect; reading a stream waits as long as the model takes.
+#: Seconds to connect.
 CONNECT_TIMEOUT = 5.0
 #: Seconds for a small request (probe, tokenize, metrics).
 SHORT_TIMEOUT = 10.0
+#: Seconds a stream may stay silent (a long prefill on a busy server is silent too) before the
+#: turn ends with an error; LLM_TUI_SERVER_TIMEOUT changes it.
+STREAM_SILENCE_TIMEOUT = 300.0
+
+
+def stream_timeout() -> float:
+    value = os.environ.get("LLM_TUI_SERVER_TIMEOUT")
+    try:
+        return float(value) if value else STREAM_SILENCE_TIMEOUT
+    except ValueError:
+        return STREAM_SILENCE_TIMEOUT
 
 
 class ServerError(LlmTuiError):
@@ -86,9 +98,12 @@ class EventStream:
     def __init__(self, client: ServerClient, path: str, body: dict) -> None:
         httpx = client._httpx
         self._response = None
+        self._closed = False  # closed by us (a stop), so an end or an error is no fault of the server
+        self.finished = False  # the server said [DONE] (not every server does: see the remote runner)
+        self._silence = stream_timeout()
         self._context = client._client.stream(
             "POST", client.url(path), json=body,
-            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT))
+            timeout=httpx.Timeout(self._silence, connect=CONNECT_TIMEOUT))
         try:
             self._response = self._context.__enter__()
         except httpx.HTTPError as err:
@@ -99,26 +114,46 @@ class EventStream:
             text = self._response.text
             self.close()
             raise ServerError(f"{client.url(path)} answered {self._response.status_code}: {_detail(text)}",
-                              "check the model name (--model) and the request's parameters")
+                              _hint(self._response.status_code, "check the model name (--model) and the "
+                                                                 "request's parameters"))
 
     def __iter__(self) -> Iterator[dict]:
+        """The stream's JSON objects; a line that is not JSON, silence past the timeout or a broken
+        connection raise ServerError (what came before it has been given already)."""
+        httpx = self._httpx_module()
         try:
             for line in self._response.iter_lines():
                 if not line.startswith("data:"):
                     continue
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    self.finished = True
                     return
                 try:
                     yield json.loads(data)
                 except json.JSONDecodeError:
-                    continue
+                    raise ServerError(f"the server sent a stream line that is not JSON: {_detail(data)}",
+                                      "is this an OpenAI-compatible server? the reply so far is kept") from None
+        except ServerError:
+            raise
         except Exception as err:
-            if self._response is None or self._response.is_closed:
+            if self._closed:
                 return  # closed on purpose: the turn was stopped
-            raise ServerError(f"the stream from the server broke: {type(err).__name__}: {err}") from None
+            if isinstance(err, httpx.ReadTimeout):
+                raise ServerError(f"the server sent nothing for {self._silence:.0f} s",
+                                  "it may be overloaded or still reading a long prompt; "
+                                  "LLM_TUI_SERVER_TIMEOUT=SECONDS waits longer") from None
+            raise ServerError(f"the stream from the server broke: {type(err).__name__}: {err}",
+                              "the reply so far is kept") from None
+
+    @staticmethod
+    def _httpx_module():
+        import httpx
+
+        return httpx
 
     def close(self) -> None:
+        self._closed = True
         if self._response is not None and not self._response.is_closed:
             self._response.close()
         try:
@@ -130,11 +165,20 @@ class EventStream:
 def _json_of(response, path: str):
     if response.status_code >= 400:
         raise ServerError(f"{path} answered {response.status_code}: {_detail(response.text)}",
-                          "check the model name (--model) and that this server offers that endpoint")
+                          _hint(response.status_code, "check the URL (an OpenAI-compatible server's ends in /v1) "
+                                                      "and that this server offers that endpoint"))
     try:
         return response.json()
     except ValueError:
-        raise ServerError(f"{path} did not answer with JSON: {_detail(response.text)}") from None
+        raise ServerError(f"{path} did not answer with JSON: {_detail(response.text)}",
+                          "is this an OpenAI-compatible server? its URL usually ends in /v1") from None
+
+
+def _hint(status: int, otherwise: str) -> str:
+    if status in (401, 403):
+        return ("the server refused the API key: set it in the environment variable the config alias names "
+                "(api_key_env), never in the config itself")
+    return otherwise
 
 
 def _detail(text: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 
 from backends.core.conversation import Conversation
@@ -31,10 +31,7 @@ class StoredMessage:
     branches: tuple["StoredBranch", ...] = ()
 
     def to_json(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k not in ("conversation_id", "tokens", "branches")}
-        data["created"] = iso_time(self.created)
-        if self.tokens is not None:
-            data["tokens"] = [t.to_json() for t in self.tokens]
+        data = reply_json(self, leave_out=("conversation_id", "branches"))
         if self.branches:
             data["branches"] = [b.to_json() for b in self.branches]
         return data
@@ -55,11 +52,16 @@ class StoredBranch:
     created: float
 
     def to_json(self) -> dict:
-        data = {k: v for k, v in asdict(self).items() if k != "tokens"}
-        data["created"] = iso_time(self.created)
-        if self.tokens is not None:
-            data["tokens"] = [t.to_json() for t in self.tokens]
-        return data
+        return reply_json(self)
+
+
+def reply_json(record, leave_out: tuple[str, ...] = ()) -> dict:
+    """A stored message or branch as JSON: its fields, the time in ISO 8601, its tokens if any."""
+    data = {f.name: getattr(record, f.name) for f in fields(record) if f.name not in (*leave_out, "tokens")}
+    data["created"] = iso_time(record.created)
+    if record.tokens is not None:
+        data["tokens"] = [t.to_json() for t in record.tokens]
+    return data
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.prompt.view import PromptView
-from backends.server.client import EventStream, ServerClient
+from backends.server.client import EventStream, ServerClient, ServerError
 from backends.server.metrics import ServerMetrics, read_metrics
 from backends.server.probe import ServerInfo
 
@@ -63,6 +63,9 @@ class RemoteRunner:
         try:
             for chunk in stream:
                 counted = self._read(chunk, as_ids, sink, new_ids) or counted
+            if not (stream.finished or sink.stopped or sink.ended):
+                raise ServerError("the stream from the server ended before the reply did",
+                                  "the server may have restarted or dropped the connection; the reply so far is kept")
         finally:
             done.set()
             stream.close()
