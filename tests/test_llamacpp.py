@@ -59,6 +59,25 @@ def test_the_default_model_runs_from_its_gguf_with_llamacpp_tokens(gguf_handle, 
     assert done.text == gguf_handle.model.detokenize(reference).decode("utf-8")
 
 
+def test_llamacpp_token_figures_are_the_log_softmax_of_its_logits(gguf_handle):
+    import numpy as np
+
+    view = gguf_handle.render(QUESTION)
+    events = list(gguf_handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=6, top_logprobs=5)))
+    first = events[0].info
+    llm = gguf_handle.model
+    llm.reset()
+    llm.eval(view.ids)  # the prompt again: the logits the first token was chosen from
+    raw = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
+    logprobs = raw.astype(np.float64) - np.logaddexp.reduce(raw.astype(np.float64))
+    assert first.logprob == pytest.approx(logprobs[events[0].id], abs=1e-4)
+    assert [a.id for a in first.top] == list(np.argsort(-logprobs)[:5])
+    assert first.entropy == pytest.approx(float(-(np.exp(logprobs) * logprobs).sum()), abs=1e-3)
+    for event in events[:-1]:  # greedy: each token is its own likeliest alternative
+        assert event.info.rank == 1 and event.info.top[0].id == event.id
+        assert event.info.logprob == pytest.approx(event.info.top[0].logprob)
+
+
 def test_a_stop_during_a_long_prefill_is_answered_between_chunks(gguf_handle):
     stop = threading.Event()
     generation = gguf_handle.stream([{"role": "user", "content": "word " * 6000}],

@@ -4,11 +4,19 @@ The previewed IDs are evaluated as they are: a chunked prefill through
 ``Llama.eval`` (a stop is answered between chunks), then llama.cpp's own
 sampler token by token. The IDs captured are the ones llama.cpp holds as
 evaluated, read back from it.
+
+Every turn of a model runs on one thread of its own. llama.cpp's CPU backend
+parallelises with OpenMP, whose worker team belongs to the thread that calls
+it: a new calling thread each turn gets a new team while the last one's idle
+workers still spin, and on this 2-core machine that halved decode speed (72
+against 126 tok/s, ``benchmarks/engines.py``).
 """
 
 from __future__ import annotations
 
+import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
@@ -21,7 +29,14 @@ class LlamaCppRunner:
     name = "llamacpp"
     device = "cpu"  # its memory is this process's (RSS), wherever its layers run
 
+    def __init__(self) -> None:
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-tui-llamacpp")
+
     def run(self, llm, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
+        """The turn, on the model's own thread (the caller waits for it)."""
+        return self._thread.submit(self._run, llm, view, params, sink).result()
+
+    def _run(self, llm, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         ids = list(view.ids)
         stop_ids = set(sink.stop_ids) | {llm.token_eos()}
         llm.reset()
@@ -51,21 +66,26 @@ class LlamaCppRunner:
     @staticmethod
     def _info(llm, token: int, scorer) -> TokenInfo:
         """The token's figures from the logits llama.cpp sampled it from (the model's own: llama.cpp's
-        sampler chain works on a copy, so the distribution it drew from is not known here)."""
+        sampler chain works on a copy, so the distribution it drew from is not known here).
+
+        Read in place from llama.cpp's buffer: one exp pass gives log Z and, with one dot product,
+        the entropy; the top K come from a partition, and the rank is free when the token is in them."""
         import llama_cpp
         import numpy as np
 
         raw = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(llm.n_vocab(),))
-        raw = raw.astype(np.float64)
-        top = raw.max()
-        logprobs = raw - (top + np.log(np.exp(raw - top).sum()))
-        chosen = float(logprobs[token])
-        probs = np.exp(logprobs)
-        entropy = float(-(probs * logprobs)[probs > 0].sum())
-        best = np.argpartition(-logprobs, scorer.k)[:scorer.k]
-        best = best[np.argsort(-logprobs[best])]
-        alternatives = tuple(Alternative(int(i), scorer.piece_of(int(i)), float(logprobs[i])) for i in best)
-        return TokenInfo(chosen, None, int((logprobs > chosen).sum()) + 1, entropy, alternatives)
+        top = float(raw.max())
+        weights = np.exp(raw - top)
+        total = float(weights.sum())
+        log_z = top + math.log(total)
+        entropy = log_z - float(np.dot(weights, raw)) / total
+        best = np.argpartition(raw, -scorer.k)[-scorer.k:]
+        best = best[np.argsort(-raw[best])]
+        chosen = float(raw[token]) - log_z
+        ids = [int(i) for i in best]
+        rank = ids.index(token) + 1 if token in ids else int((raw > raw[token]).sum()) + 1
+        alternatives = tuple(Alternative(i, scorer.piece_of(i), float(raw[i]) - log_z) for i in ids)
+        return TokenInfo(chosen, None, rank, entropy, alternatives)
 
     @staticmethod
     def _prefill(llm, ids: list[int], sink: Sink) -> None:
@@ -82,4 +102,4 @@ class LlamaCppRunner:
             fed += len(chunk)
 
     def release(self) -> None:
-        pass
+        self._thread.shutdown(wait=False)
