@@ -35,6 +35,14 @@ def demo_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def demo_tokenizer(demo_dir):
+    """The default model's tokenizer (transformers'), for what servers render and send."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(demo_dir))
+
+
+@pytest.fixture(scope="session")
 def demo_handle(demo_dir):
     from backends.core.spec import ModelSpec
     from backends.generation.open import open_model

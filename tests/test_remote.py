@@ -33,13 +33,6 @@ GREEDY = SamplingParams(temperature=0, max_new_tokens=16)
 
 
 @pytest.fixture(scope="module")
-def demo_tokenizer(demo_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(demo_dir))
-
-
-@pytest.fixture(scope="module")
 def served(demo_dir, tmp_path_factory):
     """``transformers serve`` with the default model, for the whole module."""
     pytest.importorskip("fastapi", reason="transformers serve needs 'transformers[serving]' (the dev extras)")

@@ -26,13 +26,6 @@ QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 GREEDY = SamplingParams(temperature=0, max_new_tokens=16)
 
 
-@pytest.fixture(scope="module")
-def demo_tokenizer(demo_dir):
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(demo_dir))
-
-
 def first_two_tokens(tokenizer) -> str:
     ids = tokenizer(REPLY, add_special_tokens=False)["input_ids"]
     return tokenizer.decode(ids[:2])
