@@ -11,6 +11,7 @@ they are the ground truth, and ``first_mismatch`` says where they differ.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Iterable, Literal
 
 
@@ -99,6 +100,21 @@ class PromptView:
         data["tokens"] = len(self.ids)
         data["dropped_tokens"] = self.dropped_tokens
         return data
+
+
+@lru_cache(maxsize=1)
+def byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet read backwards: the byte each vocabulary character stands for."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    chars = printable[:]
+    extra = 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
 
 
 def piece_from_bytes(raw: bytes) -> str:

@@ -14,33 +14,18 @@ from backends.checkpoint.locate import locate
 from backends.core.errors import LlmTuiError
 from backends.core.spec import ModelSpec
 from backends.prompt.family_for import family_for
-from backends.prompt.view import PromptView, piece_from_bytes
+from backends.prompt.view import PromptView, byte_level_decoder, piece_from_bytes
 from backends.server.client import ServerClient
 from backends.server.probe import ServerInfo
-
-
-def _byte_decoder() -> dict[str, int]:
-    """GPT-2's byte-level BPE alphabet, read backwards: the character each byte is written as."""
-    visible = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
-    chars = list(visible)
-    extra = 0
-    for byte in range(256):
-        if byte not in visible:
-            visible.append(byte)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(visible, chars)}
-
-
-_BYTES = _byte_decoder()
 
 
 def readable_piece(token: str) -> str:
     """A token string as a tokenizer's vocabulary spells it (``Ġthe``, ``▁the``, ``<0x0A>``) → its text."""
     if token.startswith("<") and token.endswith(">") and len(token) > 2:
         return token  # a special token, or a byte token the inspector shows as it is
-    if all(ch in _BYTES for ch in token):
-        return piece_from_bytes(bytes(_BYTES[ch] for ch in token))
+    table = byte_level_decoder()
+    if all(ch in table for ch in token):
+        return piece_from_bytes(bytes(table[ch] for ch in token))
     return token.replace("▁", " ")
 
 

@@ -8,25 +8,8 @@ tokens (the template already wrote them).
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from backends.core.errors import UsageError
-from backends.prompt.view import PromptView, Span, piece_from_bytes
-
-
-@lru_cache(maxsize=1)
-def _byte_level_decoder() -> dict[str, int]:
-    """Inverse of GPT-2's bytes_to_unicode table: printable char -> byte."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-    printable += list(range(ord("®"), ord("ÿ") + 1))
-    chars = printable[:]
-    extra = 0
-    for b in range(256):
-        if b not in printable:
-            printable.append(b)
-            chars.append(256 + extra)
-            extra += 1
-    return {chr(c): b for b, c in zip(printable, chars)}
+from backends.prompt.view import PromptView, Span, byte_level_decoder, piece_from_bytes
 
 
 def _is_byte_level(tokenizer) -> bool:
@@ -59,7 +42,7 @@ class TokenPieces:
         if token is None:
             return b""
         if self.byte_level:
-            table = _byte_level_decoder()
+            table = byte_level_decoder()
             if all(ch in table for ch in token):
                 return bytes(table[ch] for ch in token)
             return token.encode("utf-8")
