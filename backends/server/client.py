@@ -96,7 +96,7 @@ class EventStream:
     """
 
     def __init__(self, client: ServerClient, path: str, body: dict) -> None:
-        httpx = client._httpx
+        httpx = self._httpx = client._httpx
         self._response = None
         self._closed = False  # closed by us (a stop), so an end or an error is no fault of the server
         self.finished = False  # the server said [DONE] (not every server does: see the remote runner)
@@ -120,7 +120,6 @@ class EventStream:
     def __iter__(self) -> Iterator[dict]:
         """The stream's JSON objects; a line that is not JSON, silence past the timeout or a broken
         connection raise ServerError (what came before it has been given already)."""
-        httpx = self._httpx_module()
         try:
             for line in self._response.iter_lines():
                 if not line.startswith("data:"):
@@ -139,18 +138,13 @@ class EventStream:
         except Exception as err:
             if self._closed:
                 return  # closed on purpose: the turn was stopped
-            if isinstance(err, httpx.ReadTimeout):
+            if isinstance(err, self._httpx.ReadTimeout):
                 raise ServerError(f"the server sent nothing for {self._silence:.0f} s",
                                   "it may be overloaded or still reading a long prompt; "
                                   "LLM_TUI_SERVER_TIMEOUT=SECONDS waits longer") from None
             raise ServerError(f"the stream from the server broke: {type(err).__name__}: {err}",
                               "the reply so far is kept") from None
 
-    @staticmethod
-    def _httpx_module():
-        import httpx
-
-        return httpx
 
     def close(self) -> None:
         self._closed = True

@@ -62,7 +62,7 @@ def reply_content(tokens: list, *, colour: bool, cursor: int | None, trim_end: b
             style = f"{style} reverse bold".strip()
             if not text:
                 text = "∅"
-        if runs and runs[-1][1] == style and index != cursor and index - 1 != cursor:
+        if runs and runs[-1][1] == style:  # the cursor's style is its own, so it stays a run apart
             runs[-1] = (runs[-1][0] + text, style)
         else:
             runs.append((text, style))
