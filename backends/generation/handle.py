@@ -16,7 +16,7 @@ from backends.generation.sink import TurnSink
 from backends.generation.stream import Generation
 from backends.hardware.devices import input_device
 from backends.hardware.release import is_out_of_memory, release_memory
-from backends.prompt.families.base import PromptFamily
+from backends.prompt.families.base import PromptFamily, token_pieces
 from backends.prompt.truncation import render_within
 from backends.prompt.view import PromptView, Span
 
@@ -120,8 +120,7 @@ class ModelHandle:
         if any(t.id is None for t in prefix):
             raise UsageError("this reply's tokens have no IDs to go on from", "regenerate it (Ctrl+R) instead")
         ids = [int(t.id) for t in prefix]
-        pieces = self.family.pieces(ids) if callable(getattr(self.family, "pieces", None)) else \
-            [self.family.decode([i]) for i in ids]
+        pieces = token_pieces(self.family, ids)
         start = len(view.ids)
         return replace(view, text=view.text + "".join(t.text for t in prefix), ids=[*view.ids, *ids],
                        pieces=[*view.pieces, *pieces], special=[*view.special, *([False] * len(ids))],

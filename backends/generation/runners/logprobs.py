@@ -14,6 +14,7 @@ import math
 from typing import Callable
 
 from backends.core.events import Alternative, TokenInfo
+from backends.prompt.families.base import token_pieces
 
 
 class TokenScorer:
@@ -81,7 +82,4 @@ def scorer_for(family, k: int) -> TokenScorer | None:
     """The scorer for a family's tokens (None when no alternatives are asked for)."""
     if k <= 0:
         return None
-    pieces = getattr(family, "pieces", None)
-    if callable(pieces):
-        return TokenScorer(k, lambda token_id: pieces([token_id])[0])
-    return TokenScorer(k, lambda token_id: family.decode([token_id]))
+    return TokenScorer(k, lambda token_id: token_pieces(family, [token_id])[0])

@@ -33,3 +33,12 @@ class PromptFamily(Protocol):
     def decode(self, ids: list[int]) -> str:
         """Text of ``ids``, special tokens skipped (used for streamed replies)."""
         ...
+
+
+def token_pieces(family, ids: list[int]) -> list[str]:
+    """Each token's readable text: the family's own ``pieces`` (special tokens and partial
+    characters shown) where it has them, else its ``decode`` of each token alone (a server's)."""
+    pieces = getattr(family, "pieces", None)
+    if callable(pieces):
+        return pieces(ids)
+    return [family.decode([i]) for i in ids]
