@@ -81,6 +81,7 @@ def run_headless(handle, tokens: int) -> dict:
 async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = False, colour: bool = False) -> dict:
     """The same turn typed into the real app; the app shows every token as it comes."""
     from tui.app import LlmTuiApp
+    from tui.messages import TurnDone
     from tui.settings import AppSettings
 
     app = LlmTuiApp(AppSettings(models=[str(model_dir)], frozen=True), handles={0: handle})
@@ -97,7 +98,13 @@ async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = Fal
         if stall["on"]:
             loop.call_later(0.010, tick)
 
-    async with app.run_test(size=(160, 48)) as pilot:
+    ended: list = []  # the turn's TurnDone, seen as the app receives it
+
+    def hook(message) -> None:
+        if isinstance(message, TurnDone) and not ended:
+            ended.append(message)
+
+    async with app.run_test(size=(160, 48), message_hook=hook) as pilot:
         while app.models.handle is None:
             await pilot.pause(0.05)
         if colour:
@@ -110,20 +117,23 @@ async def run_app(handle, model_dir: Path, tokens: int, watch_stalls: bool = Fal
         busy_start = time.thread_time()  # CPU time of the UI thread (the event loop runs here)
         sent = time.perf_counter()
         await pilot.press("enter")
-        while not app.turns.timings:
-            await asyncio.sleep(0.25)  # the end time comes from the app, not from this poll
+        while not ended:
+            await asyncio.sleep(0.25)
+        while app.turns.turn is not None:  # the reply is on screen once the app has finished the turn
+            await asyncio.sleep(0.002)
+        displayed_t = time.perf_counter()
         stall["on"] = False
         ui_cpu = time.thread_time() - busy_start
-        timing = app.turns.timings[0]
+        turn_done = ended[0]
         reply = app.chat.last_reply()
-        shown = reply is not None and reply.text == timing.done.text
+        shown = reply is not None and reply.text == turn_done.done.text
         await pilot.pause(0.05)
-    done = timing.done
+    done, last_token_t = turn_done.done, turn_done.last_token_t
     return {"tok_s": done.stats.decode_tok_s, "tokens": done.stats.new_tokens,
-            "display_s": timing.displayed_t - sent,
-            "tail_ms": (timing.displayed_t - timing.last_token_t) * 1000 if timing.last_token_t else float("nan"),
+            "display_s": displayed_t - sent,
+            "tail_ms": (displayed_t - last_token_t) * 1000 if last_token_t else float("nan"),
             "stall_ms": stall["max"] * 1000 if watch_stalls else None, "complete": shown,
-            "ui_busy": ui_cpu / max(timing.displayed_t - sent, 1e-9)}
+            "ui_busy": ui_cpu / max(displayed_t - sent, 1e-9)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,11 +25,11 @@ async def wait_loaded(pilot, app, timeout: float = 60.0) -> None:
 
 async def send(pilot, app, text: str, *, timeout: float = 60.0) -> None:
     """Type ``text`` into the input (as one paste) and press Enter; wait for the reply to end."""
-    before = len(app.turns.timings)
+    before = len(app.turns_done)
     app.input.focus()
     app.input.load_text(text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: len(app.turns.timings) > before and app.turns.turn is None, timeout)
+    await wait_for(pilot, lambda: len(app.turns_done) > before and app.turns.turn is None, timeout)
     await pilot.pause()
 
 

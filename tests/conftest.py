@@ -4,6 +4,7 @@ tokenizer, and isolated config/data directories for every test."""
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -24,6 +25,35 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("LLM_TUI_CONFIG_DIR", str(base / "config"))
     monkeypatch.setenv("LLM_TUI_DATA_DIR", str(base / "data"))
     yield base
+
+
+@pytest.fixture(autouse=True)
+def observed_turns(monkeypatch):
+    """Apps run by a test record each ``TurnDone`` they handle in ``app.turns_done``, oldest first:
+    tests observe a turn's end through its message, as the app does, not through app state kept
+    for them."""
+    app_module = sys.modules.get("tui.app")  # loaded by the app tests at collection
+    if app_module is None:
+        yield
+        return
+    from tui.messages import TurnDone
+
+    run_test = app_module.LlmTuiApp.run_test
+
+    def observing(app, *args, message_hook=None, **kwargs):
+        app.turns_done = seen = []
+
+        def hook(message) -> None:
+            # A bubbling message is dispatched once per widget on its way up: record it once.
+            if isinstance(message, TurnDone) and all(m is not message for m in seen):
+                seen.append(message)
+            if message_hook is not None:
+                message_hook(message)
+
+        return run_test(app, *args, message_hook=hook, **kwargs)
+
+    monkeypatch.setattr(app_module.LlmTuiApp, "run_test", observing)
+    yield
 
 
 @pytest.fixture(scope="session")

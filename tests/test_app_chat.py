@@ -50,7 +50,7 @@ def test_default_model_streams_paris(demo_handle):
             reply = app.chat.last_reply()
             assert "Paris" in reply.text
             assert reply.status == "complete"
-            done = app.turns.timings[-1].done
+            done = app.turns_done[-1].done
             assert done.stop_reason == "eos"
             # every token but the end-of-turn one reached the reply, in more than one batch
             assert len(batches) >= 2 and sum(batches) == done.stats.new_tokens - 1
@@ -76,7 +76,7 @@ def test_escape_stops_and_keeps_the_partial_reply(long_handle):
             await wait_for(pilot, lambda: app.turns.turn is None)
             reply = app.chat.last_reply()
             assert reply.status == "stopped" and reply.has_class("-stopped")
-            assert 0 < app.turns.timings[-1].done.stats.new_tokens < 5000
+            assert 0 < app.turns_done[-1].done.stats.new_tokens < 5000
             assert "stopped" in screen_text(app)
             assert app.turns.conversation.messages[-1]["role"] == "assistant"  # the partial reply is kept
             deadline = time.monotonic() + 5
@@ -98,7 +98,7 @@ def test_regenerate_and_edit_the_last_message(tiny_handle):
             await send(pilot, app, "first question")
             first = app.chat.last_reply().text
             await pilot.press("ctrl+r")
-            await wait_for(pilot, lambda: len(app.turns.timings) == 2 and app.turns.turn is None)
+            await wait_for(pilot, lambda: len(app.turns_done) == 2 and app.turns.turn is None)
             assert len(app.chat.query(Reply)) == 1  # replaced, not added
             assert app.chat.last_reply().text == first  # greedy: the same answer again
             assert [m["role"] for m in app.turns.conversation.messages] == ["user", "assistant"]
@@ -109,7 +109,7 @@ def test_regenerate_and_edit_the_last_message(tiny_handle):
             assert not app.chat.query(UserMessage) and not app.chat.query(Reply)
             app.input.load_text("second question")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: len(app.turns.timings) == 3 and app.turns.turn is None)
+            await wait_for(pilot, lambda: len(app.turns_done) == 3 and app.turns.turn is None)
             users = [m["content"] for m in app.turns.conversation.messages if m["role"] == "user"]
             assert users == ["second question"]
             stored = app.recorder.store.load_conversation(app.recorder.conversation_id)

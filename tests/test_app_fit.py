@@ -65,10 +65,10 @@ def test_truncate_keeps_prompts_within_what_fits(capped_handle):
             assert f"within {fit.budget:,} tokens" in text and "leaving out the oldest" in text
             assert app.turns.turn is None and not app.chat.query(Reply).last().text.startswith("question")
             await pilot.press("t")
-            await wait_for(pilot, lambda: len(app.turns.timings) == 1 and app.turns.turn is None)
+            await wait_for(pilot, lambda: len(app.turns_done) == 1 and app.turns.turn is None)
             await pilot.pause()
             assert app.turns.params.max_prompt_tokens == fit.budget
-            done = app.turns.timings[-1].done
+            done = app.turns_done[-1].done
             assert done.stats.prompt_tokens <= fit.budget
             view = app.inspector.view
             assert view.dropped and done.captured_ids == view.ids  # what was sent is what the inspector shows
@@ -83,7 +83,7 @@ def test_truncate_keeps_prompts_within_what_fits(capped_handle):
             # The next turn fits too: no question asked.
             app.input.load_text("one more")
             await pilot.press("enter")
-            await wait_for(pilot, lambda: len(app.turns.timings) == 2 and app.turns.turn is None)
+            await wait_for(pilot, lambda: len(app.turns_done) == 2 and app.turns.turn is None)
             assert not isinstance(app.screen, FitScreen)
 
     asyncio.run(scenario())
@@ -98,7 +98,7 @@ def test_cancel_puts_the_message_back(capped_handle):
             await wait_for(pilot, lambda: not isinstance(app.screen, FitScreen))
             await wait_for(pilot, lambda: app.input.text == LAST)
             assert app.turns.conversation.messages[-1]["role"] == "assistant"  # the question was taken back
-            assert not app.turns.timings and app.turns.turn is None
+            assert not app.turns_done and app.turns.turn is None
             assert app.turns.params.max_prompt_tokens is None
             stored = app.recorder.store.load_conversation(app.recorder.conversation_id).messages
             assert len(stored) == 12 and all(LAST not in m.content for m in stored)
@@ -114,8 +114,8 @@ def test_send_anyway_sends_the_whole_conversation(capped_handle):
             await start(pilot, app)
             full = capped_handle.render(app.turns.conversation.copy_messages(), max_new_tokens=16)
             await pilot.press("s")
-            await wait_for(pilot, lambda: len(app.turns.timings) == 1 and app.turns.turn is None)
-            assert app.turns.timings[-1].done.stats.prompt_tokens == len(full.ids)
+            await wait_for(pilot, lambda: len(app.turns_done) == 1 and app.turns.turn is None)
+            assert app.turns_done[-1].done.stats.prompt_tokens == len(full.ids)
             assert not app.inspector.view.dropped and app.turns.params.max_prompt_tokens is None
 
     asyncio.run(scenario())

@@ -31,10 +31,10 @@ def test_inspector_previews_while_typing_and_checks_after_sending(tiny_handle):
             assert app.inspector.verdict is None
 
             await pilot.press("enter")
-            await wait_for(pilot, lambda: app.turns.timings and app.turns.turn is None)
+            await wait_for(pilot, lambda: app.turns_done and app.turns.turn is None)
             await pilot.pause()
             assert app.inspector.verdict is True  # captured IDs == the preview
-            assert app.inspector.check.ids == app.turns.timings[-1].done.captured_ids == app.inspector.view.ids
+            assert app.inspector.check.ids == app.turns_done[-1].done.captured_ids == app.inspector.view.ids
             assert "✓" in screen_text(app)
             await pilot.press("f4")
             assert app.inspector.mode != "pieces"
@@ -54,7 +54,7 @@ def test_meter_shows_the_cpu_fallback_and_logs_turns(tiny_handle):
             app.turns.params = app.turns.params.with_value("max_new_tokens", "3")
             await send(pilot, app, "hello")
             assert [t.turn for t in app.meter.turns] == [1]
-            stats = app.turns.timings[-1].done.stats
+            stats = app.turns_done[-1].done.stats
             assert app.meter.turns[0].context_tokens == stats.prompt_tokens + stats.new_tokens
 
     asyncio.run(scenario())

@@ -56,7 +56,7 @@ def test_profile_command_opens_the_memory_screen_with_a_linear_kv_cache(tiny_han
             assert [r.kv_bytes for r in rows] == [16 * PER_TOKEN, 32 * PER_TOKEN]  # linear in the context
             assert all(r.decode_tokens == 2 and r.peak_bytes > 0 for r in rows)
             assert app.profiles.label == tiny_handle.info.label
-            assert app.status.info.state == ""
+            assert app.status.info.profile == ""
             screen = app.screen
             assert screen.profile_rows == rows
             main, kv = screen.query(MemoryPlot)
@@ -83,7 +83,7 @@ def test_escape_on_the_memory_screen_stops_and_keeps_the_partial_rows(tiny_handl
             await command(pilot, app, f"/profile {MANY}")
             run = app.profiles.running
             assert run is not None and len(run.lengths) == 40
-            assert app.status.info.state.startswith("profiling")
+            assert app.status.info.profile.startswith("profiling")
             await wait_for(pilot, lambda: app.profiles.running is not None and app.profiles.running.rows)
             await pilot.press("f9")
             assert isinstance(app.screen, MemoryScreen)
@@ -167,7 +167,7 @@ def test_sending_while_profiling_is_refused(tiny_handle):
             await wait_for(pilot, lambda: app.profiles.running is None and isinstance(app.screen, MemoryScreen))
             await pilot.press("escape")
             await send(pilot, app, "hello")  # the model answers again
-            assert app.chat.query(UserMessage) and app.turns.timings
+            assert app.chat.query(UserMessage) and app.turns_done
 
     asyncio.run(scenario())
 

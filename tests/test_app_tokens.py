@@ -73,7 +73,7 @@ async def test_an_alternative_branches_and_brackets_step_between_branches(demo_h
 
         app.chat.focus()
         await pilot.press("v", "l", "l", "2")
-        await wait_for(pilot, lambda: len(app.turns.timings) == 2 and app.turns.turn is None, timeout=120)
+        await wait_for(pilot, lambda: len(app.turns_done) == 2 and app.turns.turn is None, timeout=120)
         branch = app.chat.last_reply()
         assert [t.id for t in branch.tokens[:3]] == [*old_ids[:2], alternative.id]
         assert branch.branch == (2, 2) and branch.text != old_text
@@ -110,7 +110,7 @@ async def test_only_the_last_reply_branches(demo_handle):
         await pilot.pause()
         errors = [n for n in app.chat.query(Notice) if n.has_class("-error")]
         assert errors and "only the last reply branches" in str(errors[-1].render())
-        assert len(app.turns.timings) == 2  # nothing was generated
+        assert len(app.turns_done) == 2  # nothing was generated
 
 
 async def test_the_inspector_scores_the_prompt(demo_handle):

@@ -74,7 +74,7 @@ def test_the_app_never_sends_a_prompt_past_the_context(tiny_handle):
             await pilot.press("escape")
             await wait_for(pilot, lambda: not isinstance(app.screen, FitScreen))
             assert app.input.text == too_long and not app.turns.conversation.messages  # back, nothing sent
-            assert not app.turns.timings
+            assert not app.turns_done
 
             # Just inside the context, but not with 512 tokens of reply: "a shorter reply" fits.
             app.input.load_text(words(tiny_handle.info.max_context - 300))
@@ -83,8 +83,8 @@ def test_the_app_never_sends_a_prompt_past_the_context(tiny_handle):
             room = app.screen.fit.reply_room
             assert 0 < room < 512
             await pilot.press("r")
-            await wait_for(pilot, lambda: app.turns.timings and app.turns.turn is None, timeout=120)
-            done = app.turns.timings[-1].done
+            await wait_for(pilot, lambda: app.turns_done and app.turns.turn is None, timeout=120)
+            done = app.turns_done[-1].done
             assert app.turns.params.max_new_tokens == room
             assert done.stats.prompt_tokens + room <= tiny_handle.info.max_context
             assert done.captured_ids == done.prompt_ids  # the chunked prefill fed exactly the preview
@@ -122,7 +122,7 @@ def test_esc_during_a_long_prefill_returns_within_a_second(demo_handle):
             await wait_for(pilot, lambda: app.turns.turn is None, timeout=10)
             took = time.monotonic() - started
             assert took < 1.5, took
-            assert app.turns.timings[-1].done.stop_reason == "stopped"
+            assert app.turns_done[-1].done.stop_reason == "stopped"
             assert app.turns.conversation.messages[-1]["role"] == "user"  # what was said is kept
 
     asyncio.run(scenario())
@@ -168,7 +168,7 @@ def test_a_message_sent_while_the_model_loads_is_answered_when_it_is_ready(tiny_
             assert app.models.handle is None and app.turns.waiting
             assert app.input.text == "" and "as soon as it has loaded" in screen_text(app)
             loaded.set()
-            await wait_for(pilot, lambda: app.turns.timings and app.turns.turn is None, timeout=120)
+            await wait_for(pilot, lambda: app.turns_done and app.turns.turn is None, timeout=120)
             assert [m["role"] for m in app.turns.conversation.messages] == ["user", "assistant"]
             assert not app.turns.waiting
 

@@ -83,7 +83,7 @@ def test_streams_through_the_app_with_the_check_mark(native_dir):
             await wait_loaded(pilot, app)
             app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "8")
             await send(pilot, app, "Hello 你好 👋")
-            done = app.turns.timings[-1].done
+            done = app.turns_done[-1].done
             assert done.stop_reason in ("eos", "length")
             await wait_for(pilot, lambda: app.inspector.verdict is not None)
             assert app.inspector.verdict is True

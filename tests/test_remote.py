@@ -186,7 +186,7 @@ def test_the_app_on_a_server_shows_the_check_it_could_make(served):
             await wait_loaded(pilot, app, timeout=120)
             app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "12")
             await send(pilot, app, QUESTION[0]["content"])
-            done = app.turns.timings[-1].done
+            done = app.turns_done[-1].done
             assert "Paris" in done.text and done.prompt_check == "count"
             assert app.inspector.check.level == "count" and app.inspector.verdict is True
             text = screen_text(app)

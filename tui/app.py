@@ -50,6 +50,7 @@ from .messages import (
     ProfileRequested,
     ProfileStopRequested,
     TurnDone,
+    TurnStarted,
     TurnWontFit,
 )
 from .screens.help import HelpScreen
@@ -148,7 +149,7 @@ class LlmTuiApp(App[int]):
             await self.sessions.resume(self.settings.resume)
         self.input.focus()
         self._install_signal_handlers()
-        self.status.set(model=self.models.slots[0].label, state="starting")
+        self.status.set(model=self.models.slots[0].label, load="starting")
         self.models.load(0)
 
     def _install_signal_handlers(self) -> None:
@@ -235,6 +236,9 @@ class LlmTuiApp(App[int]):
 
     async def on_turn_done(self, message: TurnDone) -> None:
         await self.turns.turn_done(message)
+
+    def on_turn_started(self, message: TurnStarted) -> None:
+        self.turns.started(message)
 
     async def on_turn_wont_fit(self, message: TurnWontFit) -> None:
         await self.turns.wont_fit(message)

@@ -126,10 +126,9 @@ def cmd_run(args) -> int:
 def _check_turn_fits(handle, messages: list[dict], params: SamplingParams) -> None:
     """A turn past the model's context is refused (one line naming the numbers and the flags
     that fix it, exit 1); one that may not fit in memory gets a warning on stderr."""
-    try:
-        fit = plan_turn(handle, messages, params)
-    except Exception:  # an estimate never stops a run
-        return
+    fit = plan_turn(handle, messages, params)  # the context is always checked; a failed estimate is said
+    if fit.estimate_error:
+        print(f"llm-tui: warning: {fit.estimate_error}", file=sys.stderr)
     if fit.fits:
         return
     fixes = [f"--max-prompt-tokens {fit.budget} keeps the prompt within it by {fit.rule}"] if fit.can_truncate else []

@@ -43,11 +43,20 @@ class TurnDone(Message):
 
 
 @dataclass
+class TurnStarted(Message):
+    """Turn ``turn``'s prompt is built and going to the model: ``view`` is exactly what it sends."""
+
+    turn: int
+    view: PromptView
+
+
+@dataclass
 class TurnWontFit(Message):
-    """The memory check says turn ``turn`` would not fit; nothing was generated."""
+    """The fit check says turn ``turn`` would not fit; nothing was generated."""
 
     turn: int
     fit: TurnFit
+    request: object  # the controller's TurnRequest: asked again as it was (a branch keeps its prefix)
 
 
 @dataclass

@@ -62,7 +62,15 @@ def pump_generation(generation, post: Callable[[Message], object], turn: int, *,
     most a second of it. ``pace`` sets the time between batches (at least
     ``BATCH_INTERVAL``).
     """
-    pace = pace or Pace()
+    try:
+        return _pump(generation, post, turn, cancelled, checkpoint, pace or Pace(), checkpoint_interval)
+    except BaseException:
+        # Nobody reads the turn any more: left alone it would run to max_new_tokens holding the model.
+        generation.stop()
+        raise
+
+
+def _pump(generation, post, turn: int, cancelled, checkpoint, pace: Pace, checkpoint_interval: float) -> PumpResult:
     pending: list[str] = []
     pending_tokens = 0
     events: list[TokenEvent] = []

@@ -195,6 +195,13 @@ class Recorder:
         return len(self.store.branches_of(msg_id)) + 1
 
     @_guarded
+    def reply_count(self, msg_id: int | None) -> int:
+        """How many replies the turn of ``msg_id`` has: the one in place and its branches."""
+        if self.store is None or msg_id is None:
+            return 1
+        return len(self.store.branches_of(msg_id)) + 1
+
+    @_guarded
     def step_branch(self, msg_id: int | None, step: int):
         """Put the turn's next (1) or previous (-1) reply in place; returns it (a ``StoredMessage``)
         and its place ``(n, of)`` among the turn's replies, oldest first, or None when it has none."""
@@ -224,13 +231,15 @@ class Recorder:
                 pass  # a missed checkpoint must not end the reply; the next one or the end saves it
 
     @_guarded
-    def finish(self, msg_id: int | None, text: str, status: str, done=None, tokens: list | None = None) -> None:
-        """Save how a reply ended: its text, status, statistics, prompt IDs and its tokens (``TokenEvent``s)."""
+    def finish(self, msg_id: int | None, text: str, status: str, done=None, tokens: list | None = None,
+               made_by: str | None = None) -> None:
+        """Save how a reply ended: its text, status, statistics, prompt IDs and its tokens (``TokenEvent``s);
+        ``made_by`` (whose token IDs they are) goes with the statistics."""
         if self.store is None or msg_id is None:
             return
         extra = {}
         if done is not None:
-            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason},
+            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": made_by},
                      "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids}
         if tokens:
             extra["tokens"] = [StoredToken(t.id, t.text, t.info) for t in tokens]

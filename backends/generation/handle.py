@@ -140,15 +140,31 @@ class ModelHandle:
                 done = sink.failed(error_line(err))
             generation.finish(done)
 
-    def unload(self) -> None:
-        """Drop the weights and give their memory back."""
+    def unload(self, wait: float = 30.0) -> bool:
+        """Drop the weights and give their memory back; True when that is done.
 
+        A turn still generating is asked to stop, and whatever holds the model (that turn, a
+        profile step, a scoring) is given ``wait`` seconds to let go. Weights a thread still
+        uses are never freed under it: if it has not let go by then, a thread of its own frees
+        them once it does, and this returns False.
+        """
         running = self._current
         if running is not None and running.thread is not None and running.thread.is_alive():
             running.stop()  # a turn still generating would keep the weights alive
-            running.join(30)
-        if self._lock.acquire(timeout=30):  # a profile step in progress ends first (it was asked to stop)
-            self._lock.release()
+        if self._lock.acquire(timeout=wait):
+            try:
+                self._release()
+            finally:
+                self._lock.release()
+            return True
+        threading.Thread(target=self._release_when_free, name="llm-tui-release", daemon=True).start()
+        return False
+
+    def _release_when_free(self) -> None:
+        with self._lock:
+            self._release()
+
+    def _release(self) -> None:
         release = getattr(self.runner, "release", None)
         if release is not None:  # e.g. a cache a native runner keeps between turns, a server's connection
             release()

@@ -123,9 +123,10 @@ class TurnSink:
                          prompt_check=self.check, prompt_count=self.prompt_count)
 
     def failed(self, line: str) -> DoneEvent:
-        """The DoneEvent of a turn that ended in an error: the text so far is kept."""
+        """The DoneEvent of a turn that ended in an error: the text so far is kept, whole."""
+        tail = self.decoder.flush()  # first: the text then holds the characters the decoder held back
         return DoneEvent(stats=Stats(prompt_tokens=len(self.prompt_ids), new_tokens=len(self.times)),
-                         stop_reason="error", text=self.decoder.text, tail=self.decoder.flush(),
+                         stop_reason="error", text=self.decoder.text, tail=tail,
                          prompt_ids=list(self.prompt_ids), captured_ids=self.captured, error=line,
                          prompt_check=self.check if self.captured is not None else "none",
                          prompt_count=self.prompt_count)

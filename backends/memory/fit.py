@@ -37,6 +37,9 @@ class TurnFit:
     over: Limit | None = None
     max_new_tokens: int = 0
     max_context: int | None = None
+    #: Why the memory could not be estimated (the turn then goes without that check; the
+    #: context, a hard limit, is checked all the same), or "" when it was.
+    estimate_error: str = ""
 
     @property
     def fits(self) -> bool:
@@ -71,18 +74,23 @@ def plan_turn(handle, messages: list[dict], params) -> TurnFit:
     is applied first, as the turn itself will).
     """
     new = params.max_new_tokens
+    # The prompt is rendered as the turn will render it: a failure here is the turn's own, not an estimate's.
     view = handle.render(messages, max_new_tokens=new, max_prompt_tokens=params.max_prompt_tokens)
     context = view.max_context or getattr(getattr(handle, "info", None), "max_context", None)
+    devices: list = []
+    estimate_error = ""
     if getattr(handle, "torch", True):
-        devices = [] if check_mode() == "off" else turn_devices(handle)
-        verdict = check_turn(handle, len(view.ids), new, devices=devices)
+        try:
+            devices = [] if check_mode() == "off" else turn_devices(handle)
+            verdict = check_turn(handle, len(view.ids), new, devices=devices)
+        except Exception as err:  # noqa: BLE001 — an estimate that fails is said, and skipped
+            estimate_error = f"memory not estimated for this turn ({type(err).__name__}: {err}); sent without that check"
+            verdict = _not_estimated(len(view.ids) + new, estimate_error)
     else:  # a server's or llama.cpp's memory: not estimated here, only the context is checked
-        devices = []
-        verdict = MemoryVerdict("ok", 0, None, 0, 0, 0, len(view.ids) + new, 0, (),
-                                "memory is not estimated for this engine")
+        verdict = _not_estimated(len(view.ids) + new, "memory is not estimated for this engine")
     over_context = bool(context) and len(view.ids) + new > context
     if not over_context and verdict.level != "refuse":
-        return TurnFit(verdict, len(view.ids), max_new_tokens=new, max_context=context)
+        return TurnFit(verdict, len(view.ids), max_new_tokens=new, max_context=context, estimate_error=estimate_error)
     budgets = [context - new] if over_context else []
     if verdict.level == "refuse":
         room = prompt_budget(handle, new, devices=devices)
@@ -91,4 +99,9 @@ def plan_turn(handle, messages: list[dict], params) -> TurnFit:
     budget = max(min(budgets), 0) if budgets else None
     cut = handle.render(messages, max_new_tokens=new, max_prompt_tokens=budget) if budget else None
     return TurnFit(verdict, len(view.ids), budget, cut, truncation_rule(getattr(handle, "family", None)),
-                   over="context" if over_context else "memory", max_new_tokens=new, max_context=context)
+                   over="context" if over_context else "memory", max_new_tokens=new, max_context=context,
+                   estimate_error=estimate_error)
+
+
+def _not_estimated(context_tokens: int, why: str) -> MemoryVerdict:
+    return MemoryVerdict("ok", 0, None, 0, 0, 0, context_tokens, 0, (), why)

@@ -6,12 +6,15 @@ in ``__init__`` and not saved (buffers ``inv_freq``, ``logn``, ``masked_bias``; 
 plain tensor attribute ``scale``), a call
 to ``get_head_mask`` (gone from transformers 5), a read of
 ``config.max_length`` (gone from transformers 5 configs), and a streaming
-method that imports ``transformers_stream_generator``.
+method that imports ``transformers_stream_generator``. Like Qwen v1's
+``modeling_qwen.py`` it imports ``einops`` at the top, so loading it needs the
+package the install must provide.
 """
 
 import math
 
 import torch
+from einops import rearrange
 from torch import nn
 from transformers import PreTrainedModel
 
@@ -83,7 +86,7 @@ class TinyAttention(nn.Module):
         weights = torch.softmax(scores.float(), dim=-1).type_as(v)
         if head_mask is not None:
             weights = weights * head_mask
-        out = torch.matmul(weights, v).permute(0, 2, 1, 3).reshape(batch, length, -1)
+        out = rearrange(torch.matmul(weights, v), "b h s d -> b s (h d)")
         return self.c_proj(out), present
 
 

@@ -15,7 +15,7 @@ from backends.generation.branch import branch_prefix
 
 from ..session import Recorder
 from ..widgets.chat import Reply
-from .turns import Turns
+from .turns import Replaced, TurnRequest, Turns, made_by
 
 
 class Branches:
@@ -33,6 +33,16 @@ class Branches:
             return "only the last reply branches: an earlier one would change what the later turns answered"
         return None
 
+    def _other_model(self, reply: Reply) -> str | None:
+        """Why the active model cannot go on from this reply's token IDs (another model made them), or None."""
+        handle = self.turns.models.handle
+        if handle is None:
+            return None  # check_can_send says why
+        same = reply.made_by == made_by(handle) if reply.made_by is not None else reply.model == handle.info.label
+        if same:
+            return None
+        return f"this reply came from {reply.model}; switch to it to branch (its token IDs mean nothing to another model)"
+
     async def take_alternative(self, reply: Reply, index: int, rank: int) -> None:
         why = self._refuse(reply)
         prefix = None
@@ -40,20 +50,19 @@ class Branches:
             if why is None:
                 prefix = branch_prefix(reply.tokens, index, rank)
                 self.turns.check_can_send()
+                why = self._other_model(reply)
         except UsageError as err:
             why = str(err)
         if why is not None:
             self.chat.add_notice(why, error=True)
             return
         chosen = prefix[-1]
-        count = self.recorder.keep_as_branch(reply.message_id) or 1
-        self.turns.conversation.pop_last_reply()
+        # Nothing is written yet: the reply is kept among the branches once the new one has words.
+        count = (self.recorder.reply_count(reply.message_id) or 1) + 1
         self.chat.action_leave()
-        await self.chat.remove_from_last(Reply)
-        self.chat.add_notice(f"branch {count} of {count}: token {index + 1} is now {chosen.text!r} "
-                             f"(alternative {rank}); the earlier reply is kept, [ ] go between them")
-        await self.turns.generate(prefix=prefix, message_id=reply.message_id,
-                                  branch=(count, count) if count > 1 else None)
+        notice = (f"branch {count} of {count}: token {index + 1} is now {chosen.text!r} "
+                  f"(alternative {rank}); the earlier reply is kept, [ ] go between them")
+        await self.turns.generate(request=TurnRequest(prefix, Replaced.of(reply), (count, count), notice))
 
     async def step(self, reply: Reply, step: int) -> None:
         why = self._refuse(reply)

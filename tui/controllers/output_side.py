@@ -62,7 +62,7 @@ class OutputSide:
         handle = self.models.handle
         if handle is None:
             return
-        self.status.set(state="scoring the prompt…")
+        self.status.set(scoring="scoring the prompt…")
         self.app.run_worker(partial(self._score_work, handle, view), name="score", group="score", thread=True,
                             exit_on_error=False)
 
@@ -74,5 +74,5 @@ class OutputSide:
                                       error=True)
             return
         finally:
-            self.app.call_from_thread(self.status.set, state="")
+            self.app.call_from_thread(self.status.set, scoring="")
         self.app.call_from_thread(self.inspector.show_score, view, score)

@@ -92,7 +92,7 @@ class Profiles:
         run.note = f"profiling {len(lengths)} context lengths ({', '.join(f'{n:,}' for n in lengths)}) · " \
                    f"{decode} decode tokens each"
         self.running = run
-        self.status.set(state="profiling…")
+        self.status.set(profile="profiling…")
         for screen in self._screens():
             screen.show_progress(run.note, running=True)
         self.app.run_worker(partial(self._work, run), name="profile", group="profile", thread=True,
@@ -117,7 +117,7 @@ class Profiles:
             return False
         run.stop_event.set()
         run.note = "stopping the profile… (the rows measured so far stay)"
-        self.status.set(state="stopping the profile…")
+        self.status.set(profile="stopping the profile…")
         for screen in self._screens():
             screen.show_progress(run.note, running=False)
         return True
@@ -148,7 +148,7 @@ class Profiles:
         done = len(message.rows)
         if message.fraction is not None and message.fraction < 1:
             run.note = f"{message.text} · {done} of {total} lengths measured · Esc stops"
-            self.status.set(state=f"{message.text} ({done + 1}/{total})")
+            self.status.set(profile=f"{message.text} ({done + 1}/{total})")
         for screen in self._screens():
             if new_rows:
                 await screen.show_profile(run.rows, run.label, run.note)
@@ -161,7 +161,7 @@ class Profiles:
             return
         self.running = None
         if self.turns.turn is None:
-            self.status.set(state="")
+            self.status.set(profile="")
         rows = message.rows
         if run.handle is not self.models.handle:
             # The active model changed while it ran: the rows describe a model no longer in use.

@@ -28,6 +28,9 @@ from ..screens.consent import ConsentScreen
 from ..screens.model_picker import Entry, ModelPicker
 from ..settings import AppSettings, spec_for
 
+#: How long a switch waits for the turn or profile step on the old model to let go of it.
+SWITCH_WAIT_SECONDS = 30.0
+
 
 @dataclass
 class Slot:
@@ -118,18 +121,21 @@ class ModelRegistry:
         if self.active is not None and self.slots[self.active].handle is None:
             self.active = None
         self.loading = index
-        self.status.set(state=f"loading {slot.label}…")
+        self.status.set(load=f"loading {slot.label}…")
         self.app.run_worker(partial(self._load_work, index, slot.spec, handles, busy),
                             name=f"loading {slot.label}", group="load", thread=True, exit_on_error=False)
 
     def _load_work(self, index: int, spec: ModelSpec, unload: list, busy: threading.Event | None) -> None:
         """In the worker thread: unload what goes, load what comes, report back."""
-        if busy is not None:
-            busy.wait(30)  # never unload weights a turn is still using
+        if busy is not None and not busy.wait(SWITCH_WAIT_SECONDS):
+            self._warn(f"the reply did not stop within {SWITCH_WAIT_SECONDS:.0f} s: the model it runs on is "
+                       "kept until it does")
         if unload:
             gc.unfreeze()  # let the collector see the old model's cycles again
         for handle in unload:
-            handle.unload()
+            if not handle.unload(wait=SWITCH_WAIT_SECONDS):  # never frees what a thread still uses
+                self._warn(f"{handle.info.label} is still in use by a step that did not stop: its memory is "
+                           "given back when that step ends")
 
         def progress(text: str, fraction: float | None = None) -> None:
             self.app.post_message(LoadProgress(index, text, fraction))  # newest replaces older ones
@@ -140,11 +146,22 @@ class ModelRegistry:
             folder = locate(spec).path
             self.app.post_message(NeedsConsent(index, str(folder), code_files(folder)))
             return
+        # Hide the long-lived heap (torch, transformers, the weights' wrappers) from the cyclic
+        # collector: a full collection over it stalls the screen for hundreds of milliseconds in
+        # the middle of a reply. Once per load, after a collection, so garbage of the time before
+        # is not kept for good (switching between loaded models freezes nothing more).
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
         self.app.post_message(ModelReady(index, handle))
+
+    def _warn(self, text: str) -> None:
+        """One line about the switch, from the load worker (``notify`` only posts a message)."""
+        self.app.notify(text, severity="warning", timeout=15, markup=False)
 
     def progress(self, message: LoadProgress) -> None:
         share = f" {message.fraction:.0%}" if message.fraction is not None and message.fraction < 1 else ""
-        self.status.set(state=f"{message.text}{share}")
+        self.status.set(load=f"{message.text}{share}")
 
     def ready(self, message: ModelReady) -> None:
         self.slots[message.slot].handle = message.handle
@@ -157,26 +174,22 @@ class ModelRegistry:
         self.on_gave_up()
         if self.handle is None:
             self.status.set(model="no model loaded", family="", dtype="", quant="", device="",
-                            state="F2 picks a model")
+                            load="F2 picks a model")
         else:
-            self.status.set(state="")
+            self.status.set(load="")
 
     def _activate(self, index: int) -> None:
-        # Hide the long-lived heap (torch, transformers, the weights' wrappers) from
-        # the cyclic collector: a full collection over it stalls the screen for
-        # hundreds of milliseconds in the middle of a reply.
-        gc.freeze()
         self.active = index
         slot = self.slots[index]
         info = slot.handle.info
         self.status.set(model=info.label, family=info.family, dtype=info.dtype, quant=info.quant,
-                        device=info.device, context_max=info.max_context, state="")
+                        device=info.device, context_max=info.max_context, load="")
         self.chat.add_notice(f"model {index + 1}: {info.label} ({info.family}, {info.dtype}, {info.device})")
         self.on_activated(slot)
 
     def needs_consent(self, message: NeedsConsent) -> None:
         self.loading = None
-        self.status.set(state="")
+        self.status.set(load="")
         slot = self.slots[message.slot]
 
         def answered(allow: bool | None) -> None:

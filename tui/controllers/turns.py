@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
 
@@ -26,7 +26,7 @@ from backends.memory.turn import context_projection
 from backends.prompt.check import PromptCheck
 from backends.prompt.truncation import truncation_rule
 
-from ..messages import ConversationChanged, TurnDone, TurnWontFit
+from ..messages import ConversationChanged, TurnDone, TurnStarted, TurnWontFit
 from ..pump import pump_generation
 from ..screens.fit import FitScreen
 from ..session import Recorder
@@ -34,6 +34,38 @@ from ..widgets.chat import Reply, UserMessage
 from .registry import ModelRegistry
 
 _STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
+
+
+@dataclass(frozen=True)
+class Replaced:
+    """The reply a branch takes the place of, as it was: it stays untouched, in the database and
+    in the conversation, until the branch has words of its own, and comes back if it never does."""
+
+    message_id: int | None
+    model: str
+    made_by: str | None
+    text: str
+    status: str | None
+    stats: dict | None
+    tokens: list
+    branch: tuple[int, int] | None
+
+    @classmethod
+    def of(cls, reply: Reply) -> "Replaced":
+        stats = dict(reply.stats or {})
+        return cls(reply.message_id, reply.model, reply.made_by, reply.text, reply.status, stats,
+                   list(reply.tokens), reply.branch)
+
+
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a turn answers beyond the conversation: a branch goes on from ``prefix`` (a reply's first
+    tokens and an alternative) in place of the reply ``replaces``; ``notice`` is said as it starts."""
+
+    prefix: list | None = None
+    replaces: Replaced | None = None
+    branch: tuple[int, int] | None = None
+    notice: str | None = None
 
 
 @dataclass
@@ -47,16 +79,18 @@ class Turn:
     started: float
     finished: threading.Event  # set when the generation thread is over
     check_memory: bool = True  # False once the user chose to send a turn that may not fit
+    request: TurnRequest = TurnRequest()
+    #: A branch: set once the reply it replaces was kept among the turn's branches (from the
+    #: first words on; the worker's checkpoint and the UI's end may race for it, hence the lock).
+    branch_saved: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-@dataclass(frozen=True)
-class TurnTiming:
-    """When a turn's last token came and when its reply was fully on screen (perf_counter)."""
-
-    turn: int
-    last_token_t: float | None
-    displayed_t: float
-    done: DoneEvent
+def made_by(handle) -> str:
+    """Whose token IDs a reply holds: a branch goes on from them, and they mean the same only to
+    the model, weights and engine that made them."""
+    info = handle.info
+    return f"{info.label} · {type(handle.runner).__name__} · {info.path}"
 
 
 class Turns:
@@ -78,7 +112,6 @@ class Turns:
         self.turn: Turn | None = None
         self.waiting = False  # a message was sent while the model loaded: answered once it is ready
         self.turn_count = 0
-        self.timings: list[TurnTiming] = []
         #: Raises UsageError when something else holds the model (a memory profile); set by the app.
         self.gate: Callable[[], None] = lambda: None
 
@@ -107,7 +140,7 @@ class Turns:
         self.waiting = True
         label = self.models.slots[self.models.loading].label
         self.chat.add_notice(f"sent to {label} as soon as it has loaded")
-        self.status.set(state=f"{self.status.info.state} · 1 message waiting".lstrip(" ·"))
+        self.status.set(turn="1 message waiting")
 
     async def answer_waiting(self) -> None:
         """The model is ready: answer the message that waited for it."""
@@ -119,6 +152,7 @@ class Turns:
         """The load failed: the message stays in the conversation, unanswered."""
         if self.waiting:
             self.waiting = False
+            self.status.set(turn="")
             self.chat.add_notice("the waiting message was not answered: pick a model (F2), then Ctrl+R sends it",
                                  error=True)
 
@@ -128,58 +162,109 @@ class Turns:
         self.record("user", text)
         await self.generate()
 
-    async def generate(self, *, check_memory: bool = True, prefix: list | None = None,
-                       message_id: int | None = None, branch: tuple[int, int] | None = None) -> None:
-        """Answer the conversation as it stands with the active model; with ``prefix``, go on from a
-        reply's first tokens (a branch), saved in place of the reply ``message_id``."""
+    async def generate(self, *, check_memory: bool = True, request: TurnRequest = TurnRequest()) -> None:
+        """Answer the conversation as it stands with the active model; a ``request`` with a
+        prefix goes on from a reply's first tokens (a branch) in place of the reply it replaces."""
         slot = self.models.current
         handle = slot.handle
-        reply = await self.chat.add_reply(slot.label, branch=branch)
-        reply.on_progress = lambda n: self.status.set(state=f"generating · {n:,} tokens")
+        replaces = request.replaces
+        if replaces is not None:  # off the screen and out of the conversation, not yet out of the database
+            self.conversation.pop_last_reply()
+            await self.chat.remove_from_last(Reply)
+        if request.notice:
+            self.chat.add_notice(request.notice)
+        reply = await self.chat.add_reply(slot.label, branch=request.branch)
+        reply.made_by = made_by(handle)
+        reply.on_progress = lambda n: self.status.set(turn=f"generating · {n:,} tokens")
         self.turn_count += 1
-        if message_id is None:
+        if replaces is None:
             message_id = self.record("assistant", "", status="partial", model=slot.label)
         else:
-            self.recorder.restart(message_id, slot.label)
+            message_id = replaces.message_id  # written over once the branch has words (_keep_replaced)
         reply.message_id = message_id
         turn = Turn(self.turn_count, reply, message_id, threading.Event(), time.perf_counter(), threading.Event(),
-                    check_memory)
+                    check_memory, request)
         self.turn = turn
-        self.status.set(state="generating", ttft_s=None, tok_s=None)
+        self.status.set(turn="generating", ttft_s=None, tok_s=None)
         self.app.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(),
-                                    self.params, prefix),
+                                    self.params),
                             name="generate", group="generate", thread=True, exit_on_error=False)
 
-    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams,
-                       prefix: list | None = None):
-        """In the worker thread: the memory check, then the turn, pumped to the screen."""
+    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
+        """In the worker thread: the fit check, then the turn, pumped to the screen."""
         try:
             fit = self._check_fit(handle, messages, params, turn.check_memory)
             if fit is not None:
-                self.app.post_message(TurnWontFit(turn.index, fit))
+                self.app.post_message(TurnWontFit(turn.index, fit, turn.request))
                 return None
-            generation = handle.stream(messages, params, stop_event=turn.stop_event, prefix=prefix)
+            generation = handle.stream(messages, params, stop_event=turn.stop_event, prefix=turn.request.prefix)
+            self.app.post_message(TurnStarted(turn.index, generation.view))
             result = pump_generation(generation, turn.reply.post_message, turn.index, pace=turn.reply.pace,
-                                     checkpoint=partial(self.recorder.checkpoint, turn.message_id))
+                                     checkpoint=partial(self._checkpoint, turn))
             generation.join(5)
             return result
         finally:
             turn.finished.set()
 
+    def _checkpoint(self, turn: Turn, text: str) -> None:
+        """The reply so far, saved from the worker; a branch writes nothing until it has words."""
+        if turn.request.replaces is None:
+            self.recorder.checkpoint(turn.message_id, text)
+        elif text:
+            self._keep_replaced(turn)
+            self.recorder.checkpoint(turn.message_id, text)
+
+    def _keep_replaced(self, turn: Turn) -> None:
+        """A branch has words of its own: keep the reply it replaces among the turn's branches, and
+        write the branch in its place. Once, from whichever thread gets there first."""
+        if turn.request.replaces is None:
+            return
+        with turn.lock:
+            if not turn.branch_saved:
+                turn.branch_saved = True
+                self.recorder.keep_as_branch(turn.message_id)
+                self.recorder.restart(turn.message_id, turn.reply.model)
+
+    async def _put_back(self, turn: Turn) -> bool:
+        """A branch that got no words: the reply it was to replace comes back as it was (the
+        database never lost it). False when the turn was no branch."""
+        old = turn.request.replaces
+        if old is None or turn.branch_saved:
+            return False
+        self.conversation.add_assistant(old.text)
+        reply = await self.chat.add_reply(old.model, old.text, status=old.status or "complete", stats=old.stats,
+                                          tokens=old.tokens, message_id=old.message_id, branch=old.branch)
+        reply.made_by = old.made_by
+        self.chat.add_notice("no branch was made: the reply is as it was", error=True)
+        return True
+
+    def _end_record(self, turn: Turn, text: str, status: str, done: DoneEvent | None) -> None:
+        """Save how the turn's reply ended; a branch first keeps the reply it replaces."""
+        if text:
+            self._keep_replaced(turn)
+        elif turn.request.replaces is not None and not turn.branch_saved:
+            return  # nothing to write: the replaced reply is still in its row
+        self.finish_record(turn.message_id, text, status, done, turn.reply.tokens, turn.reply.made_by)
+
+    def started(self, message: TurnStarted) -> None:
+        """The turn's prompt is built: the inspector shows what is being sent (a message that waited
+        for its model, a branch's continued prompt), and after the turn what was captured."""
+        if self.turn is not None and message.turn == self.turn.index:
+            self.inspector.show_preview(message.view)
+
     def _check_fit(self, handle, messages: list[dict], params: SamplingParams, memory: bool) -> TurnFit | None:
         """Before a turn (in the worker): a TurnFit when it is over the model's context (always
-        checked) or, with ``memory``, would not fit in free memory; else None.
+        checked, a hard limit) or, with ``memory``, would not fit in free memory; else None.
 
-        A turn close to the memory limit gets a warning and goes ahead.
+        A turn close to the memory limit gets a warning and goes ahead; so does one whose memory
+        could not be estimated, and the warning says so.
         """
-        try:
-            fit = plan_turn(handle, messages, params)
-        except Exception:  # an estimate must never stop a turn; the turn itself reports a real problem
-            return None
+        fit = plan_turn(handle, messages, params)
         if fit.over == "context" or (fit.over == "memory" and memory):
             return fit
-        if fit.verdict.level == "warn" and memory:
-            self.app.call_from_thread(self.app.notify, fit.verdict.line, severity="warning", timeout=12, markup=False)
+        if memory and fit.verdict.level == "warn" or fit.estimate_error:
+            line = fit.verdict.line if not fit.estimate_error else fit.estimate_error
+            self.app.notify(line, severity="warning", timeout=12, markup=False)
         return None
 
     async def wont_fit(self, message: TurnWontFit) -> None:
@@ -190,23 +275,27 @@ class Turns:
         self.turn = None
         self.turn_count -= 1  # nothing ran: the next turn takes its number
         await self.chat.remove_from_last(Reply)
-        self.finish_record(turn.message_id, "", "stopped", None)
-        self.status.set(state="")
-        self.app.push_screen(FitScreen(message.fit), partial(self._fit_answered, message.fit))
+        if not await self._put_back(turn):
+            self.finish_record(turn.message_id, "", "stopped", None)
+        self.status.set(turn="")
+        self.app.push_screen(FitScreen(message.fit), partial(self._fit_answered, message.fit, message.request))
 
-    async def _fit_answered(self, fit: TurnFit, choice: str | None) -> None:
+    async def _fit_answered(self, fit: TurnFit, request: TurnRequest, choice: str | None) -> None:
+        # A branch asked again goes on from the same tokens, in place of the same reply.
         if choice == "truncate":
             self.set_params(replace(self.params, max_prompt_tokens=fit.budget))
             self.chat.add_notice(f"each prompt is kept within {fit.budget:,} tokens by {fit.rule}; "
                                  "/budget off removes the limit")
-            await self.generate()
+            await self.generate(request=request)
         elif choice == "shorter":
             self.set_params(replace(self.params, max_new_tokens=fit.reply_room))
             self.chat.add_notice(f"max_new_tokens = {fit.reply_room:,}: the longest reply the context leaves room "
                                  "for (/set max_new_tokens N changes it)")
-            await self.generate()
+            await self.generate(request=request)
         elif choice == "send":
-            await self.generate(check_memory=False)
+            await self.generate(check_memory=False, request=request)
+        elif request.replaces is not None:
+            pass  # the branch was not asked for again: the reply it would have replaced is back already
         elif self.input.text.strip():  # cancelled, and something is typed already: keep both
             self.chat.add_notice("not sent; Ctrl+R sends it, /budget N keeps prompts within N tokens")
         else:  # cancelled: the unanswered message goes back to the input
@@ -221,18 +310,20 @@ class Turns:
         done = message.done
         status = _STATUS_OF.get(done.stop_reason, "complete")
         stats = {**done.stats.to_json(), "stop_reason": done.stop_reason}
+        stats["made_by"] = turn.reply.made_by
         await turn.reply.finish(done.text, status, stats, done.stop_reason)
         self.chat.redraw(turn.reply)
-        self.timings.append(TurnTiming(turn.index, message.last_token_t, time.perf_counter(), done))
         self.turn = None
         if done.text:
             self.conversation.add_assistant(done.text)
-        self.finish_record(turn.message_id, done.text, status, done, turn.reply.tokens)
+        self._end_record(turn, done.text, status, done)
+        if not done.text:
+            await self._put_back_empty(turn)
         if done.error:
             self.chat.add_notice(done.error, error=True)
         s = done.stats
         context = s.prompt_tokens + s.new_tokens
-        self.status.set(state="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context,
+        self.status.set(turn="", ttft_s=s.ttft_s, tok_s=s.decode_tok_s, context_used=context,
                         kv=self._context_projection(context))
         if done.stop_reason != "error" or done.captured_ids is not None:
             self.inspector.show_captured(PromptCheck.of(message.view, done.captured_ids, done.prompt_count,
@@ -257,8 +348,16 @@ class Turns:
             return
         turn, self.turn = self.turn, None
         await turn.reply.finish(turn.reply.text, "error", None, "error")
-        self.finish_record(turn.message_id, turn.reply.text, "error", None, turn.reply.tokens)
-        self.status.set(state="")
+        self._end_record(turn, turn.reply.text, "error", None)
+        if not turn.reply.text:
+            await self._put_back_empty(turn)
+        self.status.set(turn="")
+
+    async def _put_back_empty(self, turn: Turn) -> None:
+        """A branch that ended without words: its empty reply goes, the replaced one comes back."""
+        if turn.request.replaces is not None and not turn.branch_saved:
+            await self.chat.remove_from_last(Reply)
+            await self._put_back(turn)
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -267,7 +366,7 @@ class Turns:
         if self.turn is None:
             return False
         self.turn.stop_event.set()
-        self.status.set(state="stopping…")
+        self.status.set(turn="stopping…")
         return True
 
     def abandon(self) -> threading.Event | None:
@@ -277,7 +376,10 @@ class Turns:
         turn, self.turn = self.turn, None
         turn.stop_event.set()
         turn.reply.freeze()
-        self.finish_record(turn.message_id, turn.reply.text, "stopped", None, turn.reply.tokens)
+        self._end_record(turn, turn.reply.text, "stopped", None)
+        if not turn.reply.text and turn.request.replaces is not None and not turn.branch_saved:
+            self.conversation.add_assistant(turn.request.replaces.text)  # its row was never touched
+        self.status.set(turn="")
         return turn.finished
 
     def release_for_switch(self) -> threading.Event | None:
@@ -403,11 +505,12 @@ class Turns:
             self.app.notify(f"could not save: {error_line(err)}", severity="warning", markup=False)
             return None
 
-    def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None, tokens: list | None = None) -> None:
+    def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None, tokens: list | None = None,
+                      made_by: str | None = None) -> None:
         """Save how a reply ended; a reply with no text is dropped, as it is from the chat."""
         try:
             if text:
-                self.recorder.finish(msg_id, text, status, done, tokens)
+                self.recorder.finish(msg_id, text, status, done, tokens, made_by)
             else:
                 self.recorder.drop(msg_id)
         except Exception as err:

@@ -88,6 +88,10 @@ class Reply(Vertical):
                  branch: tuple[int, int] | None = None) -> None:
         super().__init__(classes="message reply")
         self.model = model
+        #: Whose token IDs these are (model, engine, weights); a branch goes on from them only there.
+        #: None for replies saved before it was kept: then the model's name is all there is.
+        self.made_by: str | None = (stats or {}).get("made_by")
+        self.stats = stats  # the figures of the finished reply, as saved
         self.message_id = message_id  # its row in the database, where its branches hang
         self.branch = branch  # (which, of how many) when the turn has other replies
         self.text = text
@@ -196,6 +200,7 @@ class Reply(Vertical):
             await self._stream.stop()
             self._stream = None
         self.text = text
+        self.stats = stats
         await self._markdown.update(shown(text, None))
         self._show_end(status, stats, stop_reason)
 

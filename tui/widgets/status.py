@@ -1,4 +1,13 @@
-"""The status bar: which model answers and what the last turn cost."""
+"""The status bar: which model answers, what the last turn cost, and what is going on.
+
+Each field has one owner, the controller that owns the fact: the model
+registry sets the model's details and ``load``, ``Turns`` the last turn's
+figures and ``turn``, ``Profiles`` ``profile``, the output side ``scoring``,
+the sessions ``alert``. What is going on is all of the activity fields at
+once, so no owner's line overwrites another's ("1 message waiting" stays
+while the load reports its progress; a finished scoring leaves
+"generating" alone).
+"""
 
 from __future__ import annotations
 
@@ -21,7 +30,10 @@ class StatusInfo:
     context_max: int | None = None
     ttft_s: float | None = None
     tok_s: float | None = None
-    state: str = ""  # "loading 40%", "generating", ""
+    load: str = ""  # ModelRegistry: "loading qwen… 40%", "F2 picks a model"
+    turn: str = ""  # Turns: "generating · 120 tokens", "stopping…", "1 message waiting"
+    profile: str = ""  # Profiles: "profiling 1,024 (2/5)"
+    scoring: str = ""  # OutputSide: "scoring the prompt…"
     kv: str = ""  # the KV cache after the last turn and how much more context fits
     budget: int | None = None  # /budget: prompts are kept within this many tokens
     alert: str = ""  # a lasting problem (conversations are not being saved), shown until it is fixed
@@ -40,8 +52,17 @@ class StatusBar(Widget):
         self.info = StatusInfo()
 
     def set(self, **changes) -> None:
-        self.info = replace(self.info, **changes)
-        self.refresh()  # one fixed line: no layout pass per update
+        """Change some fields; each caller passes only the fields it owns."""
+        info = replace(self.info, **changes)
+        if info != self.info:
+            self.info = info
+            self.refresh()  # one fixed line: no layout pass per update
+
+    @property
+    def activity(self) -> str:
+        """What is going on now, every owner's part of it."""
+        i = self.info
+        return " · ".join(part for part in (i.load, i.turn, i.profile, i.scoring) if part)
 
     def render(self) -> Content:
         width = self.content_region.width or 80
@@ -73,8 +94,8 @@ class StatusBar(Widget):
             parts += [" │ TTFT ", f"{i.ttft_s * 1000:.0f} ms"]
         if i.tok_s is not None:
             parts += [" · ", f"{i.tok_s:.1f} tok/s"]
-        if i.state:
-            parts += [" │ ", (visible_text(i.state), "italic")]
+        if self.activity:
+            parts += [" │ ", (visible_text(self.activity), "italic")]
         if i.alert:
             parts = [(f"⚠ {visible_text(i.alert)}", "bold $error"), " │ ", *parts]
         return Content.assemble(*parts)
