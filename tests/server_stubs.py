@@ -75,6 +75,11 @@ class ShapeServer:
         self.echo_extra = echo_extra or []  # IDs the "engine" reads in front of what it was sent
         self.slow_first_token = slow_first_token
         self.requests: list[tuple[str, dict]] = []
+        self.posts: list[tuple[str, dict]] = []  # the POST requests among them (completions, tokenize …)
+        #: The prefix cache, as the engines report it: vLLM's running count of hits in /metrics,
+        #: llama-server's ``timings.cache_n``; a prompt's hit is the prefix it shares with the last one.
+        self.prefix_hits = 100.0
+        self._last_prompt: list[int] = []
         self.authorizations: list[str | None] = []  # the Authorization header of each request
         self.extra_models: list[str] = []
         self.cancelled = threading.Event()
@@ -137,7 +142,7 @@ class ShapeServer:
                         f'vllm:num_requests_running{{model_name="{self.model}"}} 2.0\n'
                         f'vllm:num_requests_waiting{{model_name="{self.model}"}} 1.0\n'
                         f'vllm:prefix_cache_queries_total{{model_name="{self.model}"}} 400.0\n'
-                        f'vllm:prefix_cache_hits_total{{model_name="{self.model}"}} 100.0\n')
+                        f'vllm:prefix_cache_hits_total{{model_name="{self.model}"}} {self.prefix_hits}\n')
             return "llamacpp:kv_cache_usage_ratio 0.5\nllamacpp:requests_processing 1\nllamacpp:requests_deferred 0\n"
         return None
 
@@ -148,6 +153,12 @@ class ShapeServer:
             prompt = self.echo_extra + list(body["prompt"])
         else:
             prompt = self.ids_of(self.render(body["messages"]))
+        shared = 0
+        while shared < min(len(prompt), len(self._last_prompt)) - 1 and prompt[shared] == self._last_prompt[shared]:
+            shared += 1
+        self._last_prompt = prompt + reply[:-1]
+        self.prefix_hits += shared
+        self.last_shared = shared
         for n, token in enumerate(reply[:body.get("max_tokens", 16)]):
             if n == 2 and self.fault in ("break", "malformed", "silent"):
                 yield self.fault
@@ -177,8 +188,10 @@ class ShapeServer:
             yield {"id": "cmpl-stub", "object": "text_completion", "model": self.model, "choices": [choice]}
             if last:
                 break
-        yield {"id": "cmpl-stub", "choices": [], "usage": {"prompt_tokens": len(prompt),
-                                                           "completion_tokens": n + 1}}
+        final = {"id": "cmpl-stub", "choices": [], "usage": {"prompt_tokens": len(prompt), "completion_tokens": n + 1}}
+        if self.kind == "llama.cpp":
+            final["timings"] = {"cache_n": shared, "prompt_n": len(prompt) - shared}
+        yield final
 
     def _handler(self):
         server = self
@@ -197,7 +210,9 @@ class ShapeServer:
                 self._reply(self.path, {})
 
             def do_POST(self) -> None:
-                self._reply(self.path, self._body())
+                body = self._body()
+                server.posts.append((self.path, body))
+                self._reply(self.path, body)
 
             def _reply(self, path: str, body: dict) -> None:
                 server.requests.append((path, body))

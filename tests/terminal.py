@@ -43,6 +43,17 @@ class TerminalApp:
     def type(self, text: str) -> None:
         os.write(self.master, text.encode())
 
+    def end_with(self, how: int | str, timeout: float = 15) -> float:
+        """Send a signal (or type a key, given as text) and wait for the process to end; the
+        seconds it took."""
+        started = time.monotonic()
+        if isinstance(how, str):
+            self.type(how)
+        else:
+            self.process.send_signal(how)
+        wait_until(lambda: self.process.poll() is not None, timeout, f"{how!r} did not end the process", self)
+        return time.monotonic() - started
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()

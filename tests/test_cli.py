@@ -268,6 +268,9 @@ def test_max_prompt_tokens_cuts_the_same_prompt_in_inspect_and_run(tiny_model_di
     assert capped.returncode == 0, capped.stderr
     warning = [ln for ln in capped.stderr.splitlines() if "this turn needs" in ln]
     assert len(warning) == 1 and "under --max-memory" in warning[0]
+    # The load's own check warned too, and a warning is shown even to a script (stderr no terminal).
+    assert any(ln.startswith("llm-tui: warning: ") and "(weights " in ln for ln in capped.stderr.splitlines()), \
+        capped.stderr
     assert re.search(r"--max-prompt-tokens \d+ keeps the prompt within it by leaving out the oldest messages", warning[0])
     bad = llm_tui("inspect", str(tiny_model_dir), "--messages", str(path), "--max-prompt-tokens", "0")
     assert bad.returncode == 2 and "max_prompt_tokens 0 is out of range" in one_clear_line(bad)

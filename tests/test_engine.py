@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+import weakref
 
 from backends.core.events import DoneEvent, TokenEvent
 from backends.core.params import SamplingParams
@@ -126,5 +127,33 @@ def test_unload_drops_the_weights(tiny_model_dir):
     from backends.generation.open import open_model
 
     handle = open_model(ModelSpec(source=str(tiny_model_dir)))
-    handle.unload()
-    assert handle.model is None
+    # Not just the handle's reference: nothing else (runner, family, tokenizer) may keep the
+    # model or its tensors alive, or their memory is never given back.
+    model = weakref.ref(handle.model)
+    weights = weakref.ref(handle.model.get_input_embeddings().weight)
+    assert handle.unload() is True
+    assert model() is None and weights() is None
+
+
+def test_a_turn_that_fails_ends_with_one_line(tiny_handle):
+    """The one ``error_line`` words a turn's failure: running out of memory says what to change."""
+    import torch
+
+    def fail_with(err):
+        def hook(_module, _args):
+            raise err
+        return tiny_handle.model.register_forward_pre_hook(hook)
+
+    messages = [{"role": "user", "content": "hi"}]
+    for err, line in ((torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+                       "out of memory during generation — try a shorter conversation (/clear), --quant nf4, "
+                       "or another device"),
+                      (RuntimeError("shapes do not match\n  at layer 3"),
+                       "generation failed: RuntimeError: shapes do not match")):
+        hook = fail_with(err)
+        try:
+            _, done = _collect(tiny_handle.stream(messages, GREEDY))
+        finally:
+            hook.remove()
+        assert (done.stop_reason, done.error) == ("error", line)
+    assert _collect(tiny_handle.stream(messages, GREEDY))[1].stop_reason != "error"  # the model is fine after

@@ -19,7 +19,7 @@ from backends.hardware.devices import describe_device, model_devices
 from backends.hardware.dtype import resolve_dtype
 from backends.hardware.free_memory import DeviceMemory
 from backends.hardware.placement import parse_max_memory, placement
-from backends.hardware.release import is_out_of_memory
+from backends.core.errors import is_out_of_memory
 from backends.loading.preflight import memory_verdict as check_before_load
 from backends.loading.transformers_loader import load
 from backends.memory.kv import cache_nbytes, kv_bytes_per_token, kv_cache_bytes

@@ -61,7 +61,7 @@ def test_vllm_renders_the_prompt_and_reads_the_previewed_ids(demo_tokenizer):
         assert "".join(view.pieces) == view.text  # the server's token strings, made readable
         assert view.special[view.pieces.index("<|im_start|>")]
         events, done = collect(handle.stream(QUESTION, GREEDY))
-        path, body = server.requests[-1]
+        path, body = server.posts[-1]
         assert path == "/v1/completions" and body["prompt"] == view.ids and body["return_token_ids"] is True
         assert done.text == REPLY and done.stop_reason == "eos"
         assert done.prompt_check == "ids" and done.captured_ids == view.ids  # echoed by the server
@@ -85,7 +85,7 @@ def test_llama_server_applies_its_template_and_takes_ids(demo_tokenizer):
         view = handle.render(QUESTION)
         assert view.text.endswith("<|im_start|>assistant\n") and len(view.ids) == len(view.pieces) > 10
         _, done = collect(handle.stream(QUESTION, GREEDY))
-        assert server.requests[-1][1]["prompt"] == view.ids and "return_token_ids" not in server.requests[-1][1]
+        assert server.posts[-1][1]["prompt"] == view.ids and "return_token_ids" not in server.posts[-1][1]
         assert done.prompt_check == "ids" and done.captured_ids == view.ids  # sent as IDs: read as they are
         assert done.text == REPLY
 
@@ -96,7 +96,7 @@ def test_a_local_tokenizer_previews_and_the_ids_go_to_the_server(demo_tokenizer,
         assert handle.family.name == "smollm"  # the local family, not the server's rendering
         view = handle.render(QUESTION)
         _, done = collect(handle.stream(QUESTION, GREEDY))
-        assert server.requests[-1][1]["prompt"] == view.ids and done.captured_ids == view.ids
+        assert server.posts[-1][1]["prompt"] == view.ids and done.captured_ids == view.ids
 
 
 def test_server_metrics_are_read_as_each_engine_names_them(demo_tokenizer):
@@ -143,7 +143,7 @@ def test_a_servers_logprobs_take_the_same_shape(demo_tokenizer):
             handle = open_model(ModelSpec(source=server.url))
             events = list(handle.stream(QUESTION, SamplingParams(temperature=0, max_new_tokens=4, top_logprobs=2)))
             info = events[0].info
-            assert server.requests[-1][1]["logprobs"] == 2
+            assert server.posts[-1][1]["logprobs"] == 2
             assert info.logprob == -0.25 and info.rank == 1 and info.entropy is None
             assert [(a.piece, a.logprob) for a in info.top] == [(events[0].text, -0.25), ("X", -1.75)]
             assert info.top[0].id is None  # the OpenAI API names alternatives by their text only

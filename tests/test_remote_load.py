@@ -275,3 +275,29 @@ def test_tokenizer_fixes_load_sp_model_first_and_drop_padding_side(tmp_path):
     tokenizer = LateSpTokenizer(str(vocab))
     assert tokenizer.vocab_size > 100
     assert tokenizer._pad({"input_ids": [1]}, padding_side="left") == {"input_ids": [1]}
+
+
+@pytest.mark.parametrize("corrupt", ['{"chat_format": "chatml", "eos_token_id": 151643,',  # cut short
+                                     '{"chat_format": "chatml", "eos_token_id": 151643, "max_new_tokens": "many"}'])
+def test_a_generation_config_that_does_not_load_is_said_and_the_load_goes_on(tinyqwen_dir, tmp_path, corrupt):
+    import shutil
+
+    from backends.core.params import SamplingParams
+    from backends.generation.open import open_model
+
+    path = shutil.copytree(tinyqwen_dir, tmp_path / "tinyqwen", ignore=shutil.ignore_patterns("__pycache__"))
+    (path / "generation_config.json").write_text(corrupt, encoding="utf-8")
+    said = []
+    handle = open_model(_spec(path), lambda message, fraction=None: said.append(message))
+    lost = [m for m in said if "generation_config.json" in m]
+    assert len(lost) == 1 and lost[0].startswith("warning: the generation_config.json of 'tinyqwen' does not load (")
+    assert lost[0].endswith("going on without it, so its stop tokens and sampling defaults are not used")
+    # The model's own defaults stay (the checkpoint's keys did not load), and it answers.
+    assert getattr(getattr(handle.model, "generation_config", None), "chat_format", None) is None
+    done = list(handle.stream([{"role": "user", "content": "hi"}], SamplingParams(temperature=0, max_new_tokens=3)))[-1]
+    assert done.stop_reason != "error", done.error
+    view = handle.render([{"role": "user", "content": "hi"}])
+    if corrupt.endswith(","):  # not JSON: the prompt family read nothing from it either, and says so
+        assert any("generation_config.json is not valid JSON" in w and "left out" in w for w in view.warnings)
+    else:  # JSON that transformers refuses: the family still reads what it needs (its stop token)
+        assert handle.family.stop_ids() and not any("generation_config" in w for w in view.warnings)

@@ -40,6 +40,7 @@ from .key_help import help_sections, key_label
 from .keys import APP_BINDINGS, PALETTE_TITLES
 from .messages import (
     ConversationChanged,
+    ConversationLoaded,
     DatabaseDamaged,
     LoadProgress,
     ModelReady,
@@ -49,6 +50,7 @@ from .messages import (
     ProfileProgress,
     ProfileRequested,
     ProfileStopRequested,
+    StoreOpened,
     TurnDone,
     TurnStarted,
     TurnWontFit,
@@ -72,6 +74,8 @@ class LlmTuiApp(App[int]):
     TITLE = "llm-tui"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
     BINDINGS = APP_BINDINGS
+    #: False where the caller catches SIGTERM and SIGHUP itself (launch.py, for a real terminal).
+    handle_signals = True
 
     def __init__(self, settings: AppSettings | None = None, *, config=None, handles: dict | None = None) -> None:
         super().__init__()
@@ -79,7 +83,7 @@ class LlmTuiApp(App[int]):
         self.config = config
         defaults = getattr(config, "defaults", None)
         self.tracebacks: list[str] = []  # with --debug, worker errors in full (printed after exit)
-        self._closed = False
+        self._saved = False
         self._hidden: set[str] = set()
 
         self.chat = ChatLog(id="chat")
@@ -112,7 +116,7 @@ class LlmTuiApp(App[int]):
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input)
         # The hooks between them: a profile holds the model like a turn does.
-        self.turns.gate = self.profiles.refuse_turns
+        self.turns.gate = lambda: (self.sessions.refuse_turns(), self.profiles.refuse_turns())
         self.models.before_switch = self._release_model
         self.models.on_activated = self._model_activated
         self.models.on_gave_up = self.turns.drop_waiting
@@ -143,16 +147,16 @@ class LlmTuiApp(App[int]):
     async def on_mount(self) -> None:
         if self.settings.frozen:
             self.input.cursor_blink = False
-        self.sessions.open_store(self.settings.store_path)
         self.recorder.configure(system=self.turns.conversation.system, params=self.turns.params.to_json())
-        if self.settings.resume:
-            await self.sessions.resume(self.settings.resume)
+        self.sessions.open_store(self.settings.store_path, self.settings.resume)  # a worker: StoreOpened
         self.input.focus()
         self._install_signal_handlers()
         self.status.set(model=self.models.slots[0].label, load="starting")
         self.models.load(0)
 
     def _install_signal_handlers(self) -> None:
+        if not self.handle_signals:
+            return
         try:
             loop = asyncio.get_running_loop()
             loop.add_signal_handler(signal.SIGHUP, self.hang_up, 128 + signal.SIGHUP)
@@ -166,7 +170,9 @@ class LlmTuiApp(App[int]):
         """Before another model becomes active: stop the profile and the turn that use this one."""
         if self.profiles.running is not None and self.models.loading is None:
             self.profiles.stop()
-        return self.turns.release_for_switch()
+        busy = self.turns.release_for_switch()
+        self.turns.release_cache()  # the next model reads the conversation anew
+        return busy
 
     def _model_activated(self, slot) -> None:
         info = slot.handle.info
@@ -177,6 +183,7 @@ class LlmTuiApp(App[int]):
         read = getattr(slot.handle.runner, "metrics", None)  # a server reports its own load
         self.meter.watch_server(f"{info.device} at {info.path}" if read else None, read)
         self.preview.schedule(now=True)
+        self.turns.show_kept()
         self.call_later(self.turns.answer_waiting)
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
@@ -230,6 +237,12 @@ class LlmTuiApp(App[int]):
 
     def on_database_damaged(self, message: DatabaseDamaged) -> None:
         self.sessions.damaged(message.error)
+
+    def on_store_opened(self, message: StoreOpened) -> None:
+        self.sessions.opened(message)
+
+    async def on_conversation_loaded(self, message: ConversationLoaded) -> None:
+        await self.sessions.loaded(message)
 
     def on_preview_ready(self, message: PreviewReady) -> None:
         self.preview.ready(message)
@@ -286,8 +299,8 @@ class LlmTuiApp(App[int]):
         """Keep the partial reply, stop generating and profiling, close the database; safe to call twice."""
         self.turns.abandon()
         self.profiles.stop()
-        if not self._closed:
-            self._closed = True
+        if not self._saved:
+            self._saved = True
             try:
                 self.recorder.close()
             except Exception:

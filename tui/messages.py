@@ -8,14 +8,18 @@ ask the app for things with messages too, never by calling it by name.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from textual.message import Message
 
 from backends.checkpoint.consent import CodeFile
+from backends.core.errors import LlmTuiError
+from backends.core.errors import is_warning
 from backends.core.events import DoneEvent, TokenEvent
 from backends.memory.fit import TurnFit
 from backends.profile.measure import ProfileRow
 from backends.prompt.view import PromptView
+from backends.storage.records import StoredConversation
 from backends.storage.store import StoreDamaged
 
 # -- a turn ---------------------------------------------------------------------------------------
@@ -83,8 +87,8 @@ class LoadProgress(Message):
     fraction: float | None
 
     def can_replace(self, message: Message) -> bool:
-        # Only the newest progress matters; a queue of stale ones is dropped.
-        return isinstance(message, LoadProgress) and message.slot == self.slot
+        # Only the newest progress matters; a queue of stale ones is dropped (a warning is never).
+        return isinstance(message, LoadProgress) and message.slot == self.slot and not is_warning(message.text)
 
 
 @dataclass
@@ -154,3 +158,29 @@ class DatabaseDamaged(Message):
     """The conversation database failed while in use: nothing more is written to it."""
 
     error: StoreDamaged
+
+
+# -- the database, opened and read off the UI thread ------------------------------------------------
+
+
+@dataclass
+class StoreOpened(Message):
+    """A worker opened the conversation database (``PRAGMA quick_check``, migrations) — or could
+    not: ``error`` says why (a ``StoreDamaged``, or a folder that cannot be made)."""
+
+    path: Path
+    error: LlmTuiError | None
+    seconds: float  # the worker's wall time
+
+
+@dataclass
+class ConversationLoaded(Message):
+    """A worker read a stored conversation (``--resume``, F3): ``stored`` to put on screen, or
+    ``notice`` to say instead (``error``: as an error). ``forked_from``: (the id asked for, the
+    process that holds it) when another llm-tui records it and this one goes on in a copy."""
+
+    stored: StoredConversation | None
+    notice: str | None = None
+    error: bool = False
+    forked_from: tuple[int, int | None] | None = None
+    seconds: float = 0.0  # the worker's wall time

@@ -8,6 +8,11 @@ thread-safe, so a streaming reply can be saved from the generation worker.
 A database found damaged while the app runs (``database disk image is
 malformed``) is let go at once: nothing more is written to it, and
 ``on_damaged`` hears why (the app keeps that line on screen).
+
+The database is opened, checked and read in a thread worker (``opening`` …
+``opened``): a write asked for meanwhile (a message sent as the app starts)
+waits for it, so nothing is written before ``PRAGMA quick_check`` has passed
+and nothing goes into a conversation that is about to be replaced.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def _guarded(method):
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
+        self._ready.wait()  # the database is being opened or a conversation loaded: write after it
         try:
             return method(self, *args, **kwargs)
         except sqlite3.DatabaseError as err:
@@ -59,6 +65,32 @@ class Recorder:
         self._params: dict = {}
         self._model: str | None = None
         self._meta: dict = {}
+        self._ready = threading.Event()  # clear while a worker opens the database or a conversation
+        self._ready.set()
+        self._closed = False  # set by close: a store opened after that is closed, not used
+
+    def opening(self) -> None:
+        """A worker opens the database (or a conversation) from now until ``opened``: writes wait."""
+        self._ready.clear()
+
+    def opened(self) -> None:
+        """The worker is done (whether or not it got a database): waiting writes go ahead."""
+        self._ready.set()
+
+    def attach(self, store: Store | None) -> bool:
+        """Record into ``store`` (opened by a worker); False, and the store closed, when the recorder
+        was closed meanwhile (the app ended while the database was being checked)."""
+        with self._lock:
+            if self._closed:
+                if store is not None:
+                    store.close()
+                return False
+            self.store = store
+            return True
+
+    @property
+    def is_opening(self) -> bool:
+        return not self._ready.is_set()
 
     def fail(self, err: sqlite3.DatabaseError) -> StoreDamaged:
         """The database broke under us: stop using it, say so once, and return the error."""
@@ -74,14 +106,13 @@ class Recorder:
     def start_over(self, store: Store, messages: list[tuple[str, str, str | None]]) -> None:
         """Record into ``store`` from now on (a new database after a damaged one was moved aside),
         beginning with the open conversation's ``(role, text, model)`` messages."""
-        self.store, self.damaged = store, None
+        self.store, self.damaged, self._closed = store, None, False
         self.new()
         for role, text, model in messages:
             self.add(role, text, model=model)
 
     # -- conversation ---------------------------------------------------------
 
-    @_guarded
     def configure(self, *, system: object = _UNSET, params: object = _UNSET,
                   model: object = _UNSET, meta: object = _UNSET) -> None:
         """What the next conversation starts with.
@@ -95,7 +126,12 @@ class Recorder:
                 setattr(self, "_" + name, value)
                 (later if name in ("model", "meta") else now)[name] = value
         self._pending_model.update(later)
-        if self.store is not None and self.conversation_id is not None and now:
+        if now and self.conversation_id is not None:
+            self._write_settings(now)  # only a write waits for the database: the settings are kept already
+
+    @_guarded
+    def _write_settings(self, now: dict) -> None:
+        if self.store is not None and self.conversation_id is not None:
             self.store.update_conversation(self.conversation_id, **now)
 
     def _conversation_lock(self) -> ConversationLock | None:
@@ -134,7 +170,9 @@ class Recorder:
         """Let go of the conversation and close the database (safe to call twice)."""
         if self._locks is not None:
             self._locks.release()
-        store, self.store = self.store, None
+        with self._lock:
+            self._closed = True
+            store, self.store = self.store, None
         if store is not None:
             store.close()
 
@@ -218,6 +256,7 @@ class Recorder:
 
     def checkpoint(self, msg_id: int | None, text: str) -> None:
         """Save the reply so far; called from the generation worker."""
+        self._ready.wait()
         if self.store is None or msg_id is None:
             return
         with self._lock:

@@ -35,6 +35,7 @@ class LoadOptions:
     n_gpu_layers: int | None = None
     bnb_double_quant: bool = False
     trust_remote_code: bool = False
+    prompt_cache: bool | None = None  # --prompt-cache on|off; None: the config's (on by default)
 
     @classmethod
     def from_args(cls, args) -> "LoadOptions":
@@ -46,12 +47,16 @@ class LoadOptions:
                 values[flag] = value
         for flag in _SWITCHES:
             values[flag] = bool(getattr(args, flag, False))
+        if getattr(args, "prompt_cache", None) is not None:
+            values["prompt_cache"] = args.prompt_cache == "on"
         return cls(**values)
 
     def changes(self) -> dict:
         """What these flags change in a spec."""
         out = {flag: getattr(self, flag) for flag in _VALUE_FLAGS if getattr(self, flag) is not None}
         out.update({flag: True for flag in _SWITCHES if getattr(self, flag)})
+        if self.prompt_cache is not None:
+            out["prompt_cache"] = self.prompt_cache
         return out
 
 
@@ -73,6 +78,8 @@ def spec_for(name: str | None, options: LoadOptions, config=None) -> ModelSpec:
         spec = ModelSpec(quant=d.quant, dtype=d.dtype, device_map=d.device_map)
     else:
         spec = config.spec_for(name)  # None: the [defaults] model
+    if config is not None and not config.defaults.prompt_cache:
+        spec = spec.with_(prompt_cache=False)
     changes = options.changes()
     return spec.with_(**changes) if changes else spec
 

@@ -39,11 +39,6 @@ class TokenInfo:
                 "entropy": self.entropy, "top": [{"id": a.id, "piece": a.piece, "logprob": a.logprob}
                                                  for a in self.top]}
 
-    @classmethod
-    def from_json(cls, data: dict) -> "TokenInfo":
-        return cls(data["logprob"], data.get("sampled_logprob"), data.get("rank"), data.get("entropy"),
-                   tuple(Alternative(a.get("id"), a.get("piece", ""), a["logprob"]) for a in data.get("top") or ()))
-
 
 @dataclass(frozen=True)
 class TokenEvent:
@@ -70,6 +65,9 @@ class Stats:
     total_s: float = 0.0
     peak_memory_bytes: int | None = None
     memory_kind: str = ""  # "cuda" (torch peak allocated) or "rss" (process)
+    #: How many of the prompt's tokens came from a kept cache rather than being read now (the
+    #: prompt cache, or a server's own prefix cache); None when the engine keeps none or does not say.
+    cached_tokens: int | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -102,13 +100,15 @@ class DoneEvent:
     error: str | None = None  # one clear line when stop_reason == "error"
     prompt_check: CheckLevel = "ids"
     prompt_count: int | None = None
+    #: Why this engine read the prompt whole though a prompt cache was asked for (None: no such reason).
+    cache_note: str | None = None
 
 
 Event = TokenEvent | DoneEvent
 
 
 #: The figures ``stats_parts`` can show, in the order they are shown.
-STAT_FIGURES = ("prompt", "new", "ttft", "rate", "total")
+STAT_FIGURES = ("prompt", "cached", "new", "ttft", "rate", "total")
 
 
 def stats_parts(stats: Stats | dict, figures: tuple[str, ...] = STAT_FIGURES) -> list[str]:
@@ -122,6 +122,8 @@ def stats_parts(stats: Stats | dict, figures: tuple[str, ...] = STAT_FIGURES) ->
             continue
         if figure == "prompt" and s.get("prompt_tokens"):
             out.append(f"{s['prompt_tokens']:,} prompt tokens")
+        elif figure == "cached" and s.get("cached_tokens"):
+            out.append(f"{s['cached_tokens']:,} prompt tokens from the cache")
         elif figure == "new" and s.get("new_tokens") is not None:
             out.append(f"{s['new_tokens']:,} new tokens")
         elif figure == "ttft" and s.get("ttft_s") is not None:

@@ -1,7 +1,10 @@
-"""Whether an optional package is installed, and its version, without importing it."""
+"""Whether an optional package is installed, and its version, without importing it; and whether
+one that is installed really imports (``import_problem``)."""
 
 from __future__ import annotations
 
+import functools
+import importlib
 import importlib.util
 
 
@@ -10,6 +13,24 @@ def installed(module: str) -> bool:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
         return False
+
+
+@functools.cache
+def import_problem(module: str) -> str | None:
+    """Why an installed ``module`` does not import, in one line (None: it imports, or is absent).
+
+    A package can be installed and still fail when imported: a native library
+    built for another machine raises OSError or RuntimeError, not ImportError.
+    Asked once per process: a failed import runs the module again each time.
+    """
+    if not installed(module):
+        return None
+    try:
+        importlib.import_module(module)
+    except Exception as err:  # whatever the native loader raises: it does not load
+        text = str(err).strip().splitlines()
+        return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+    return None
 
 
 def package_version(package: str) -> tuple[int, ...]:

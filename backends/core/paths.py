@@ -37,8 +37,3 @@ def cache_dir() -> Path:
     """Things that can be rebuilt, such as the converted default model."""
     return _from_env(CACHE_DIR_ENV) or Path(platformdirs.user_cache_dir(APP_NAME, appauthor=False))
 
-
-def ensure_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) if needed and return it."""
-    path.mkdir(parents=True, exist_ok=True)
-    return path

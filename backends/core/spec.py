@@ -37,6 +37,9 @@ class ModelSpec:
     api_key_env: str | None = None
     #: llama.cpp (a GGUF run as it is): how many layers go to the GPU (``--n-gpu-layers``; -1: all).
     n_gpu_layers: int = 0
+    #: Keep each turn's KV cache for the next one (``--prompt-cache on|off``): a turn reads only
+    #: what follows the prefix its prompt shares with the last.
+    prompt_cache: bool = True
     #: A display name (the alias it came from, or the directory's name).
     alias: str | None = None
 

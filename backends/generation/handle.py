@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, replace
 
-from backends.core.errors import LlmTuiError, UsageError
+from backends.core.errors import UsageError, error_line, is_out_of_memory
 from backends.core.events import TokenEvent
 from backends.core.params import SamplingParams
 from backends.core.spec import ModelSpec
@@ -15,7 +15,7 @@ from backends.generation.score import PromptScore, score_ids
 from backends.generation.sink import TurnSink
 from backends.generation.stream import Generation
 from backends.hardware.devices import input_device
-from backends.hardware.release import is_out_of_memory, release_memory
+from backends.hardware.release import release_memory
 from backends.prompt.families.base import PromptFamily, token_pieces
 from backends.prompt.truncation import render_within
 from backends.prompt.view import PromptView, Span
@@ -73,11 +73,13 @@ class ModelHandle:
 
     # -- prompt --------------------------------------------------------------
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None, max_prompt_tokens: int | None = None) -> PromptView:
+               max_new_tokens: int | None = None, max_prompt_tokens: int | None = None,
+               cancel: threading.Event | None = None) -> PromptView:
         """The exact prompt for ``messages``; with ``max_prompt_tokens``, cut to that many
-        tokens by the family's truncation (``backends.truncation``)."""
+        tokens by the family's truncation (``backends.truncation``). Once ``cancel`` is set the
+        render stops at its next check with ``RenderCancelled`` (a preview typing has replaced)."""
         return render_within(self.family, messages, max_prompt_tokens, add_generation_prompt=add_generation_prompt,
-                             max_new_tokens=max_new_tokens)
+                             max_new_tokens=max_new_tokens, cancel=cancel)
 
     # -- generation ----------------------------------------------------------
     def stream(self, messages: list[dict], params: SamplingParams | None = None,
@@ -104,13 +106,34 @@ class ModelHandle:
         thread.start()
         return generation
 
+    # -- the prompt cache ------------------------------------------------------
+    @property
+    def prompt_cache(self):
+        """The runner's ``PromptCache`` (the KV cache kept between turns), or None for an engine
+        that keeps none here (a server keeps its own)."""
+        return getattr(self.runner, "prompt_cache", None)
+
+    def release_cache(self) -> int:
+        """Drop the kept KV cache and give its memory back; returns the bytes it held. A turn in
+        progress holds the cache itself: what it leaves is not kept either."""
+        cache = self.prompt_cache
+        if cache is None:
+            return 0
+        freed = cache.release()
+        if freed:
+            release_memory()
+        return freed
+
     def score(self, ids: list[int], stop: threading.Event | None = None) -> PromptScore:
         """How the model reads a prompt: each token's log-probability given those before it."""
         if not self.torch:
             raise UsageError(f"scoring a prompt needs the model's logits at every position; {self.info.label} "
                              f"runs on {self.info.device}", "score with a transformers model (--engine generate)")
+        cache = self.prompt_cache
         with self._lock:  # one forward at a time on a model
-            return score_ids(self.model, ids, stop)
+            if cache is not None:
+                cache.take([])  # what it held is replaced by what the scoring builds
+            return score_ids(self.model, ids, stop, leave=cache.keep if cache is not None else None)
 
     def _continued(self, view: PromptView, prefix: list[TokenEvent]) -> PromptView:
         """The prompt with a reply's first tokens after it, as IDs: what a branch goes on from."""
@@ -137,7 +160,9 @@ class ModelHandle:
                 new_ids = self.runner.run(self.model, generation.view, params, sink)
                 done = sink.finish(new_ids)
             except BaseException as err:  # the thread must always end with a DoneEvent
-                done = sink.failed(error_line(err))
+                if is_out_of_memory(err):
+                    release_memory(err)  # frees the KV cache still held by the traceback's frames
+                done = sink.failed(error_line(err, "generation"))
             generation.finish(done)
 
     def unload(self, wait: float = 30.0) -> bool:
@@ -172,13 +197,3 @@ class ModelHandle:
         self.tokenizer = None
         release_memory()
 
-
-def error_line(err: BaseException) -> str:
-    """One line for the user about an error that ended a turn."""
-    if isinstance(err, LlmTuiError):
-        return str(err)
-    if is_out_of_memory(err):
-        release_memory(err)  # frees the KV cache still held by the traceback's frames
-        return "out of memory during generation — try a shorter conversation (/clear), --quant nf4, or another device"
-    text = str(err).strip().splitlines()
-    return f"generation failed: {type(err).__name__}: {text[0] if text else ''}"

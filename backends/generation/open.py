@@ -11,7 +11,7 @@ from backends.checkpoint.demo import demo_gguf
 from backends.checkpoint.locate import locate
 from backends.checkpoint.own_quantize import find_own_quantize
 from backends.checkpoint.remote_code import is_remote_model
-from backends.core.errors import ModelLoadError, UsageError
+from backends.core.errors import WARNING, ModelLoadError, UsageError
 from backends.core.progress import Progress
 from backends.core.spec import OWN_LOADING_ENGINES, ModelSpec
 from backends.generation.handle import ModelHandle, ModelInfo
@@ -20,7 +20,7 @@ from backends.generation.runners.llamacpp import LlamaCppRunner
 from backends.generation.runners.loop import LoopRunner
 from backends.generation.runners.native import NativeRunner
 from backends.generation.runners.remote import RemoteRunner
-from backends.loading.llamacpp import gguf_family, llamacpp_installed, load_gguf
+from backends.loading.llamacpp import gguf_family, llamacpp_installed, llamacpp_problem, load_gguf, require_llamacpp
 from backends.loading.quant import OWN_METHODS
 from backends.loading.remote.buffers import guard_buffers
 from backends.loading.remote.fixes import install_import_standins
@@ -44,6 +44,9 @@ def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
         return open_server(spec, progress)
     if runs_on_llamacpp(spec):
         return open_gguf(spec, progress)
+    broken = llamacpp_problem() if _wants_llamacpp(spec) else None
+    if broken and progress is not None:  # installed but it does not load: transformers, and why
+        progress(f"{WARNING}{broken}: using transformers", None)
     prepared = prepare(spec, progress)
     loaded = prepared.loaded
     return ModelHandle(loaded.model, loaded.tokenizer, prepared.family, spec, device=loaded.device,
@@ -52,11 +55,17 @@ def open_model(spec: ModelSpec, progress=None) -> ModelHandle:
 
 
 def runs_on_llamacpp(spec: ModelSpec) -> bool:
-    """``--engine llamacpp``, or ``auto`` for a GGUF file (the default model's too) with the extra installed."""
+    """``--engine llamacpp``, or ``auto`` for a GGUF file (the default model's too) with the extra
+    installed and loading (one that does not load leaves it to transformers: ``open_model`` says why)."""
     if spec.engine == "llamacpp":
         return True
+    return _wants_llamacpp(spec) and llamacpp_installed()
+
+
+def _wants_llamacpp(spec: ModelSpec) -> bool:
+    """``auto`` for a GGUF file as it is: llama.cpp's, where it runs."""
     gguf = str(spec.source or "").lower().endswith(".gguf") or spec.is_default
-    return spec.engine == "auto" and gguf and spec.quant == "none" and llamacpp_installed()
+    return spec.engine == "auto" and gguf and spec.quant == "none"
 
 
 def open_gguf(spec: ModelSpec, progress=None) -> ModelHandle:
@@ -65,6 +74,7 @@ def open_gguf(spec: ModelSpec, progress=None) -> ModelHandle:
     if spec.quant != "none":
         raise UsageError(f"--quant {spec.quant} does not apply to llama.cpp: a GGUF file is quantized already",
                          "drop --quant, or use --engine generate to load it with transformers")
+    require_llamacpp()  # before the default's GGUF is fetched for it
     if spec.is_default:
         path = demo_gguf(progress)
     else:
@@ -83,7 +93,7 @@ def open_gguf(spec: ModelSpec, progress=None) -> ModelHandle:
     details = ModelInfo(label=spec.label, family=family.name, dtype="gguf", quant=_gguf_quant(path, kind),
                         device=f"llama.cpp ({where})", max_context=llm.n_ctx(), parameters=0,
                         footprint_bytes=path.stat().st_size, path=str(path))
-    return ModelHandle(llm, None, family, spec, runner=LlamaCppRunner(), info=details)
+    return ModelHandle(llm, None, family, spec, runner=LlamaCppRunner(prompt_cache=spec.prompt_cache), info=details)
 
 
 def _gguf_quant(path: Path, file_type: str) -> str:
@@ -207,7 +217,7 @@ def prepare(spec: ModelSpec, progress: Progress | None = None) -> Prepared:
         loaded.tokenizer = runner.tokenizer
         family = runner.family
     elif engine == "loop" or (engine == "auto" and remote):
-        runner = LoopRunner()
+        runner = LoopRunner(prompt_cache=spec.prompt_cache)
     else:
-        runner = GenerateRunner(own_code=spec.label if remote else None)
+        runner = GenerateRunner(own_code=spec.label if remote else None, prompt_cache=spec.prompt_cache)
     return Prepared(loaded, family, runner)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Callable
 
 from backends.hardware.devices import input_device
 from backends.loading.forward_call import ForwardCall, split_output
@@ -39,8 +40,11 @@ class PromptScore:
                 "least_expected": [{"position": p, "logprob": v} for p, v in self.least_expected()]}
 
 
-def score_ids(model, ids: list[int], stop: threading.Event | None = None) -> PromptScore:
-    """The log-probability of each of ``ids`` under a transformers ``model``."""
+def score_ids(model, ids: list[int], stop: threading.Event | None = None, *,
+              leave: Callable[[object, list[int]], None] | None = None) -> PromptScore:
+    """The log-probability of each of ``ids`` under a transformers ``model``. ``leave(cache, ids)``
+    is handed the cache the scoring built and the IDs it holds (the prompt cache keeps it: a turn
+    on the prompt just scored reads only its last token)."""
     import torch
 
     call = ForwardCall.for_model(model)
@@ -48,6 +52,7 @@ def score_ids(model, ids: list[int], stop: threading.Event | None = None) -> Pro
     tensor = torch.tensor([ids], dtype=torch.long, device=device)
     values: list[float | None] = [None]
     cache = None
+    fed = 0
     with torch.inference_mode():
         for start in range(0, len(ids), SCORE_CHUNK):
             if stop is not None and stop.is_set():
@@ -58,5 +63,8 @@ def score_ids(model, ids: list[int], stop: threading.Event | None = None) -> Pro
             following = tensor[0, start + 1:start + 1 + chunk.shape[1]]
             picked = logprobs[:following.shape[0]].gather(1, following.unsqueeze(1)).squeeze(1)
             values.extend(picked.tolist())
+            fed = start + chunk.shape[1]
             del logits, logprobs
+    if leave is not None and fed:
+        leave(cache, ids[:fed])
     return PromptScore(values[:len(ids)])

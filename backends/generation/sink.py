@@ -51,6 +51,10 @@ class TurnSink:
         self.ended: StopReason | None = None
         #: Per-token probabilities and alternatives, when asked for (``SamplingParams.top_logprobs``).
         self.scorer = None
+        #: How many of the prompt's first tokens came from the prompt cache (None: the engine keeps
+        #: none, or does not say), and why the last turn's cache could not be kept, if it was not.
+        self.cached_tokens: int | None = None
+        self.cache_note: str | None = None
 
     def begin(self) -> None:
         self.memory.start()
@@ -84,6 +88,13 @@ class TurnSink:
         self.times.append(now)
         self._emit(TokenEvent(token_id, self.decoder.add_text(delta), now, info))
 
+    def reused(self, tokens: int, cache=None) -> None:
+        """``tokens`` of the prompt come from the prompt cache (``cache``, whose note says why it
+        keeps nothing, when it does not)."""
+        self.cached_tokens = int(tokens)
+        if cache is not None:
+            self.cache_note = cache.why_not if cache.enabled else "the prompt cache is off (--prompt-cache on)"
+
     def usage(self, prompt_tokens: int | None, completion_tokens: int | None) -> None:
         """The engine's own counts (a server's ``usage``)."""
         self.prompt_count = prompt_tokens
@@ -103,7 +114,7 @@ class TurnSink:
         tail = self.decoder.flush()
         new_tokens = self.completion_count if self.completion_count is not None else len(new_ids) or len(self.times)
         stats = Stats(prompt_tokens=self.prompt_count if self.prompt_count is not None else len(self.prompt_ids),
-                      new_tokens=new_tokens, total_s=end - self.start)
+                      new_tokens=new_tokens, total_s=end - self.start, cached_tokens=self.cached_tokens)
         if self.times:
             stats.ttft_s = self.times[0] - self.start
             if len(self.times) > 1 and self.times[-1] > self.times[0]:
@@ -120,7 +131,7 @@ class TurnSink:
             reason = "length"
         return DoneEvent(stats=stats, stop_reason=reason, text=self.decoder.text, tail=tail,
                          prompt_ids=list(self.prompt_ids), captured_ids=self.captured,
-                         prompt_check=self.check, prompt_count=self.prompt_count)
+                         prompt_check=self.check, prompt_count=self.prompt_count, cache_note=self.cache_note)
 
     def failed(self, line: str) -> DoneEvent:
         """The DoneEvent of a turn that ended in an error: the text so far is kept, whole."""

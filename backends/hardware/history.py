@@ -62,13 +62,15 @@ class TurnMemory:
     rss: int
     gpu_used: int | None  # this process on all GPUs when known, else all processes
     torch_allocated: int | None
+    #: ``gpu_used`` counts every process on the devices (NVML could not tell this one's share).
+    gpu_device_wide: bool = False
 
     @classmethod
     def from_sample(cls, turn: int, context_tokens: int, sample: Sample) -> "TurnMemory":
-        gpu = sample.process_gpu_mem
+        gpu, device_wide = sample.process_gpu_mem, False
         if gpu is None and sample.has_gpu:
-            gpu = sample.gpu_mem_used
-        return cls(turn, context_tokens, sample.rss, gpu, sample.torch_allocated)
+            gpu, device_wide = sample.gpu_mem_used, True
+        return cls(turn, context_tokens, sample.rss, gpu, sample.torch_allocated, device_wide)
 
 
 @dataclass(frozen=True)
@@ -80,14 +82,6 @@ class TurnChange:
     rss: int
     gpu_used: int | None
     torch_allocated: int | None
-
-    @property
-    def gpu_bytes_per_token(self) -> float | None:
-        """GPU growth per added context token, roughly the KV cache cost."""
-        memory = self.torch_allocated if self.torch_allocated is not None else self.gpu_used
-        if memory is None or self.context_tokens <= 0:
-            return None
-        return memory / self.context_tokens
 
 
 class MemoryLog:
@@ -101,9 +95,6 @@ class MemoryLog:
         self._records.append(entry)
         return entry
 
-    def append(self, entry: TurnMemory) -> None:
-        self._records.append(entry)
-
     def change(self, position: int) -> TurnChange:
         """How record ``position`` differs from the one before it."""
         current = self._records[position]
@@ -113,15 +104,11 @@ class MemoryLog:
             turn=current.turn,
             context_tokens=current.context_tokens - (before.context_tokens if before else 0),
             rss=current.rss - (before.rss if before else 0),
-            gpu_used=_diff(current.gpu_used, before.gpu_used if before else 0),
+            # A device-wide figure less this process's own (or the reverse) is no change of anything.
+            gpu_used=(_diff(current.gpu_used, before.gpu_used if before else 0)
+                      if before is None or before.gpu_device_wide == current.gpu_device_wide else None),
             torch_allocated=_diff(current.torch_allocated, before.torch_allocated if before else 0),
         )
-
-    def changes(self) -> list[TurnChange]:
-        return [self.change(i) for i in range(len(self._records))]
-
-    def clear(self) -> None:
-        self._records.clear()
 
     def __getitem__(self, position: int) -> TurnMemory:
         return self._records[position]

@@ -1,4 +1,4 @@
-"""Giving memory back after an unload or a failure, and telling out-of-memory errors apart."""
+"""Giving memory back after an unload or a failure."""
 
 from __future__ import annotations
 
@@ -41,17 +41,3 @@ def release_memory(err: BaseException | None = None) -> int:
         return int(psutil.Process().memory_info().rss)
     except Exception:
         return 0
-
-
-# -- running out anyway ---------------------------------------------------------
-
-_OOM_MARKS = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
-              "std::bad_alloc", "cublas_status_alloc_failed")
-
-
-def is_out_of_memory(err: BaseException) -> bool:
-    """True for CUDA OOM, CPU allocator failures and MemoryError."""
-    if isinstance(err, MemoryError) or type(err).__name__ in ("OutOfMemoryError", "MemoryError"):
-        return True
-    text = str(err).lower()
-    return any(mark in text for mark in _OOM_MARKS)

@@ -15,22 +15,39 @@ from datetime import datetime
 from pathlib import Path
 
 from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
-from backends.core.packages import installed
+from backends.core.packages import import_problem, installed
 from backends.core.spec import ModelSpec
 from backends.prompt.families.template import ChatTemplateFamily
 
 
 def llamacpp_installed() -> bool:
-    return installed("llama_cpp")
+    """llama-cpp-python can run here: installed, and its native library loads."""
+    return installed("llama_cpp") and llamacpp_problem() is None
+
+
+def llamacpp_problem() -> str | None:
+    """Why llama-cpp-python, installed, does not load here, in one line (None: it loads, or it is
+    not installed). Its import loads the native library, which can fail (built for another CPU,
+    a missing libllama.so or CUDA runtime) with OSError or RuntimeError rather than ImportError."""
+    problem = import_problem("llama_cpp")
+    return f"llama.cpp is installed but does not load ({problem})" if problem else None
+
+
+def require_llamacpp() -> None:
+    """Before anything is read for llama.cpp: one line when it is missing or does not load."""
+    if not installed("llama_cpp"):
+        raise MissingPackageError("llama-cpp-python", "running a GGUF file with llama.cpp", extra="llamacpp")
+    problem = llamacpp_problem()
+    if problem:
+        raise ModelLoadError(problem, "reinstall llama-cpp-python for this machine, or use --engine generate "
+                                      "(transformers)")
 
 
 def load_gguf(path: Path, spec: ModelSpec, progress=None):
     """``Llama`` over a GGUF file: a context as long as the model's, all threads, GPU layers from
     ``--n-gpu-layers`` (``spec.n_gpu_layers``)."""
-    try:
-        from llama_cpp import Llama
-    except ImportError:
-        raise MissingPackageError("llama-cpp-python", "running a GGUF file with llama.cpp", extra="llamacpp") from None
+    require_llamacpp()
+    from llama_cpp import Llama
     if progress:
         progress(f"loading {path.name} with llama.cpp", None)
     try:

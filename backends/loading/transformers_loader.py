@@ -16,10 +16,12 @@ from backends.checkpoint.locate import (
 )
 from backends.checkpoint.quantized import checkpoint_quantization
 from backends.core.errors import (
+    WARNING,
     MissingPackageError,
     ModelLoadError,
     UsageError,
     first_line,
+    is_out_of_memory,
 )
 from backends.core.progress import Progress
 from backends.core.spec import ModelSpec
@@ -27,7 +29,8 @@ from backends.core.units import format_bytes
 from backends.hardware.devices import describe_device
 from backends.hardware.dtype import resolve_dtype
 from backends.hardware.placement import placement
-from backends.hardware.release import is_out_of_memory, release_memory
+from backends.hardware.release import release_memory
+from backends.loading.generation_config import fallback_generation_config, read_generation_config, unloadable
 from backends.loading.preflight import memory_verdict
 from backends.loading.quant import explain_error, plan_quantization
 from backends.memory.verdicts import oom_advice
@@ -77,7 +80,7 @@ def load(spec: ModelSpec, progress: Progress | None = None) -> Loaded:
     if verdict is not None:
         verdict.raise_if_refused()
         if verdict.level == "warn":
-            progress(verdict.line, None)
+            progress(WARNING + verdict.line, None)  # a warning stays on screen past the progress lines
     kwargs: dict = {"dtype": dtype, "device_map": place.device_map, "trust_remote_code": spec.trust_remote_code}
     if located.gguf_file:
         kwargs["gguf_file"] = located.gguf_file
@@ -86,6 +89,12 @@ def load(spec: ModelSpec, progress: Progress | None = None) -> Loaded:
     if place.max_memory:
         kwargs["max_memory"] = place.max_memory
     folder = str(located.path)
+    _, unread = read_generation_config(located.path) if not located.gguf_file else (None, None)
+    if unread:
+        # from_pretrained would drop it silently or fail blaming the weights: say so, and give it
+        # what it builds for a checkpoint without the file.
+        progress(unloadable(spec.label, unread), None)
+        kwargs["generation_config"] = fallback_generation_config(located.path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             folder, trust_remote_code=spec.trust_remote_code,

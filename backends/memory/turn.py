@@ -76,8 +76,14 @@ def turn_devices(handle) -> list[DeviceMemory]:
             limits = parse_max_memory(spec.max_memory)
         except Exception:
             limits = {}
+    # The prompt cache kept from the last turn is either reused by the next one or dropped by it:
+    # its memory is the turn's to use, though it is not free now.
+    kept = getattr(handle, "prompt_cache", None)
+    kept_bytes, kept_on = (kept.nbytes, kept.device) if kept is not None and kept.nbytes else (0, None)
     out = []
     for info in devices_memory(names):
+        if kept_bytes and info.device == kept_on:
+            info = DeviceMemory(info.device, info.free + kept_bytes, info.total, info.limit)
         key = "cpu" if info.device == "cpu" else int(info.device.split(":")[1])
         cap = limits.get(key)
         if cap is not None:

@@ -15,7 +15,8 @@ from backends.core.errors import LlmTuiError, ModelLoadError
 from backends.generation.runners.prefill import Stopped, prefill
 from backends.hardware.devices import input_device, model_devices
 from backends.hardware.peak import PeakMemory
-from backends.hardware.release import is_out_of_memory, release_memory
+from backends.core.errors import is_out_of_memory
+from backends.hardware.release import release_memory
 from backends.loading.forward_call import ForwardCall, split_output
 from backends.memory.kv import cache_nbytes, kv_cache_bytes, model_kv_dtype
 from backends.profile.lengths import synthetic_ids

@@ -24,16 +24,29 @@ class PromptCheck:
     level: CheckLevel
     ids: list[int] | None = None  # level "ids": what the model received
     count: int | None = None  # level "count": how many prompt tokens the engine reported
+    #: How many of the first tokens came from a kept cache, not read now (the prompt cache: their
+    #: IDs are the ones the cache was built from, and count in ``ids``); None: not said.
+    cached: int | None = None
+    #: Why the engine read the prompt whole though a prompt cache was asked for.
+    cache_note: str | None = None
 
     @classmethod
     def of(cls, view: PromptView, captured_ids: list[int] | None, prompt_tokens: int | None = None,
-           level: CheckLevel | None = None) -> "PromptCheck":
+           level: CheckLevel | None = None, *, cached: int | None = None,
+           cache_note: str | None = None) -> "PromptCheck":
         """The best check the given facts allow (``level`` caps it, e.g. "count" for a server)."""
+        said = {"cached": cached, "cache_note": cache_note}
         if captured_ids is not None and level in (None, "ids"):
-            return cls(view, "ids", ids=list(captured_ids))
+            return cls(view, "ids", ids=list(captured_ids), **said)
         if prompt_tokens is not None and level in (None, "ids", "count"):
-            return cls(view, "count", count=int(prompt_tokens))
-        return cls(view, "none")
+            return cls(view, "count", count=int(prompt_tokens), **said)
+        return cls(view, "none", **said)
+
+    @property
+    def read_now(self) -> int | None:
+        """How many prompt tokens the engine read this turn (the rest came from its cache)."""
+        total = len(self.ids) if self.ids is not None else self.count
+        return None if total is None or self.cached is None else max(total - self.cached, 0)
 
     @property
     def mismatch(self) -> int | None:

@@ -3,8 +3,10 @@ or by leaving out the oldest messages (the system prompt and the last message st
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
+from backends.prompt.cancel import cancellable, check_cancelled
 from backends.prompt.view import Dropped, PromptView
 
 #: Attempts at narrowing a family's own rule (each corrects by the overshoot).
@@ -21,8 +23,20 @@ def truncation_rule(family) -> str:
 
 
 def render_within(family, messages: list[dict], max_prompt_tokens: int | None, *,
-                  add_generation_prompt: bool = True, max_new_tokens: int | None = None) -> PromptView:
-    """``family.render(messages)`` cut to at most ``max_prompt_tokens`` tokens (None: no budget)."""
+                  add_generation_prompt: bool = True, max_new_tokens: int | None = None,
+                  cancel: threading.Event | None = None) -> PromptView:
+    """``family.render(messages)`` cut to at most ``max_prompt_tokens`` tokens (None: no budget).
+
+    Once ``cancel`` is set, ``RenderCancelled`` is raised at the next check: between the
+    renders narrowing takes, and inside a family's render where it checks (``prompt.cancel``).
+    """
+    with cancellable(cancel):
+        return _render_within(family, messages, max_prompt_tokens, add_generation_prompt, max_new_tokens)
+
+
+def _render_within(family, messages: list[dict], max_prompt_tokens: int | None, add_generation_prompt: bool,
+                   max_new_tokens: int | None) -> PromptView:
+    check_cancelled()
     kwargs = dict(add_generation_prompt=add_generation_prompt, max_new_tokens=max_new_tokens)
     view = family.render(messages, **kwargs)
     if not max_prompt_tokens or len(view.ids) <= max_prompt_tokens:
@@ -45,6 +59,7 @@ def _narrow(family, messages: list[dict], budget: int, kwargs: dict) -> PromptVi
     target = budget
     view = None
     for _ in range(_NARROWING_TRIES):
+        check_cancelled()
         view = family.narrowed(target, kwargs["max_new_tokens"]).render(messages, **kwargs)
         over = len(view.ids) - budget
         if over <= 0 or target - over < 1:
@@ -63,6 +78,7 @@ def _drop_oldest(family, messages: list[dict], budget: int, full: PromptView, kw
         return full
 
     def render_from(cut: int) -> tuple[PromptView, list[int]]:
+        check_cancelled()  # each try is a whole render
         kept = list(range(first)) + list(range(cut, len(messages)))
         return family.render([messages[i] for i in kept], **kwargs), kept
 

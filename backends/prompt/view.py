@@ -88,12 +88,6 @@ class PromptView:
             return min(len(got), len(self.ids))
         return None
 
-    def span_of(self, position: int) -> Span | None:
-        for span in self.spans:
-            if span.start <= position < span.end:
-                return span
-        return None
-
     def to_json(self) -> dict:
         data = asdict(self)
         data.pop("messages")  # the caller's own input, not part of the prompt's description

@@ -100,3 +100,30 @@ def metrics_line(metrics: ServerMetrics) -> str:
     if metrics.prefix_hit_rate is not None:
         parts.append(f"prefix hits {metrics.prefix_hit_rate:.0%}")
     return " · ".join(parts) if parts else "the server exposes no metrics (/metrics)"
+
+
+def server_cached_tokens(chunk: dict) -> int | None:
+    """How many of the prompt's tokens the server took from its own prefix cache, where a stream
+    chunk says so: OpenAI's ``usage.prompt_tokens_details.cached_tokens`` (vLLM with
+    ``--enable-prompt-tokens-details`` too), llama-server's ``timings.cache_n`` (or the older
+    ``tokens_cached``); None when the chunk does not say."""
+    usage = chunk.get("usage")
+    details = usage.get("prompt_tokens_details") if isinstance(usage, dict) else None
+    candidates = [
+        details.get("cached_tokens") if isinstance(details, dict) else None,
+        (chunk.get("timings") or {}).get("cache_n") if isinstance(chunk.get("timings"), dict) else None,
+        chunk.get("tokens_cached"),
+    ]
+    for value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+            return int(value)
+    return None
+
+
+def prefix_cache_hits(client: ServerClient) -> float | None:
+    """vLLM's count of prompt tokens found in its prefix cache so far (``/metrics``), or None."""
+    status, text = client.get("/metrics")
+    if status >= 400:
+        return None
+    samples = parse_prometheus(text)
+    return next((samples[name] for name in _NAMES["prefix_hits"] if name in samples), None)

@@ -48,6 +48,8 @@ class Defaults:
     repetition_penalty: float = SamplingParams.repetition_penalty
     max_new_tokens: int = SamplingParams.max_new_tokens
     theme: str | None = None
+    #: Keep each turn's KV cache for the next (``--prompt-cache on|off`` overrides it).
+    prompt_cache: bool = True
 
     def sampling_params(self) -> SamplingParams:
         return SamplingParams(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k,
@@ -199,6 +201,7 @@ DEFAULTS_CHECKS: dict[str, Check] = {
     "repetition_penalty": _number("repetition_penalty", float),
     "max_new_tokens": _number("max_new_tokens", int),
     "theme": _string,
+    "prompt_cache": _flag,
 }
 
 ALIAS_CHECKS: dict[str, Check] = {

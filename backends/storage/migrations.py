@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Callable
 
 from backends.core.errors import LlmTuiError
+from backends.storage import idlists, prompts
 
 # -- schema ------------------------------------------------------------------
 
@@ -69,9 +71,56 @@ def _v2(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX branches_by_message ON branches(message_id)")
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """Prompt and captured IDs once per turn (``storage.prompts``), not the whole conversation
+    again in every reply: the JSON lists of each reply row become ``prompt_base``, ``prompt`` and
+    ``captured``, conversation by conversation in the order of their messages."""
+    for table in ("messages", "branches"):
+        for column, kind in (("prompt_base", "INTEGER"), ("prompt", "BLOB"), ("captured", "BLOB")):
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+    conversations = [row[0] for row in db.execute("SELECT DISTINCT conversation_id FROM messages").fetchall()]
+    for conv_id in conversations:
+        _v3_conversation(db, conv_id)
+    for table in ("messages", "branches"):
+        for column in ("prompt_ids", "captured_ids"):
+            try:
+                db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
+            except sqlite3.OperationalError:  # SQLite before 3.35 drops no column: empty it instead
+                db.execute(f"UPDATE {table} SET {column} = NULL")
+
+
+def _old_ids(text: str | None) -> list[int] | None:
+    """A v2 JSON list of IDs; anything else (it could never be read back either) as none."""
+    try:
+        value = json.loads(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if isinstance(value, list) and all(isinstance(v, int) for v in value) else None
+
+
+def _v3_conversation(db: sqlite3.Connection, conv_id: int) -> None:
+    base = (None, None)  # the nearest earlier prompt: (position, IDs)
+    for msg_id, position, prompt_text, captured_text in db.execute(
+            "SELECT id, position, prompt_ids, captured_ids FROM messages WHERE conversation_id = ?"
+            " ORDER BY position", (conv_id,)).fetchall():
+        # The turn's other replies start from the same earlier prompt as the one in place.
+        for branch_id, b_prompt, b_captured in db.execute(
+                "SELECT id, prompt_ids, captured_ids FROM branches WHERE message_id = ?", (msg_id,)).fetchall():
+            values = prompts.encode(_old_ids(b_prompt), _old_ids(b_captured), *base)
+            db.execute("UPDATE branches SET prompt_base = ?, prompt = ?, captured = ? WHERE id = ?",
+                       (*values, branch_id))
+        prompt = _old_ids(prompt_text)
+        values = prompts.encode(prompt, _old_ids(captured_text), *base)
+        db.execute("UPDATE messages SET prompt_base = ?, prompt = ?, captured = ? WHERE id = ?", (*values, msg_id))
+        if prompt is not None:
+            base = (position, idlists.as_wide(prompt))
+
+
 #: MIGRATIONS[n] upgrades a database from user_version n to n + 1.
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 SCHEMA_VERSION = len(MIGRATIONS)
+#: A database older than this had its reply rows rewritten (v3): worth a VACUUM once.
+REWRITTEN_BEFORE = 3
 
 
 def migrate(db: sqlite3.Connection) -> int:

@@ -109,21 +109,24 @@ def load_json(text: str | None):
     return None if text is None else json.loads(text)
 
 
-def message_of(row: sqlite3.Row, branches: tuple[StoredBranch, ...] = ()) -> StoredMessage:
+#: A reply's prompt IDs and captured IDs, rebuilt whole (``storage.prompts``); the rows hold them as changes.
+Ids = tuple["list[int] | None", "list[int] | None"]
+
+
+def message_of(row: sqlite3.Row, branches: tuple[StoredBranch, ...] = (), ids: Ids = (None, None)) -> StoredMessage:
     return StoredMessage(
         id=row["id"], conversation_id=row["conversation_id"], position=row["position"],
         role=row["role"], content=row["content"], status=row["status"], model=row["model"],
-        stats=load_json(row["stats"]), prompt_ids=load_json(row["prompt_ids"]),
-        captured_ids=load_json(row["captured_ids"]), created=row["created"], tokens=decode_tokens(row["tokens"]),
-        branches=branches,
+        stats=load_json(row["stats"]), prompt_ids=ids[0], captured_ids=ids[1], created=row["created"],
+        tokens=decode_tokens(row["tokens"]), branches=branches,
     )
 
 
-def branch_of(row: sqlite3.Row) -> StoredBranch:
+def branch_of(row: sqlite3.Row, ids: Ids = (None, None)) -> StoredBranch:
     return StoredBranch(
         id=row["id"], content=row["content"], status=row["status"], model=row["model"],
-        stats=load_json(row["stats"]), prompt_ids=load_json(row["prompt_ids"]),
-        captured_ids=load_json(row["captured_ids"]), tokens=decode_tokens(row["tokens"]), created=row["created"],
+        stats=load_json(row["stats"]), prompt_ids=ids[0], captured_ids=ids[1],
+        tokens=decode_tokens(row["tokens"]), created=row["created"],
     )
 
 

@@ -19,8 +19,9 @@ from typing import Iterator
 
 from backends.core.conversation import ROLES
 from backends.core.errors import LlmTuiError, UsageError
-from backends.core.paths import data_dir
-from backends.storage.migrations import migrate
+from backends.core.paths import DATA_DIR_ENV, data_dir
+from backends.storage import prompts
+from backends.storage.migrations import REWRITTEN_BEFORE, migrate
 from backends.storage.records import (
     ConversationSummary,
     StoredBranch,
@@ -76,7 +77,7 @@ class Store:
         self.path = Path(path) if path is not None else default_db_path()
         in_memory = str(path) == ":memory:"
         if not in_memory:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder(self.path.parent)
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(str(self.path), timeout=5.0, check_same_thread=False,
@@ -92,7 +93,16 @@ class Store:
             # In WAL mode NORMAL survives a killed process; only power loss can drop the last commit.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            migrate(self._db)
+            found = migrate(self._db)
+            if 0 < found < REWRITTEN_BEFORE:
+                # The upgrade rewrote every reply's IDs far smaller: give the freed pages back to the disk.
+                self._db.execute("VACUUM")
+        except sqlite3.OperationalError as err:
+            # Locked by another program, a read-only folder, a full disk: the file may be fine, so it
+            # is not called damaged (which would offer to move it aside).
+            self._db.close()
+            raise LlmTuiError(f"cannot use the database '{self.path}': {err}",
+                              f"check the folder's permissions, or set {DATA_DIR_ENV} to use another") from None
         except sqlite3.DatabaseError as err:
             self._db.close()
             raise StoreDamaged(self.path, str(err)) from None
@@ -177,9 +187,10 @@ class Store:
                  row["system"], row["params"], row["meta"]))
             new_id = int(cursor.lastrowid)
             db.execute(
-                "INSERT INTO messages (conversation_id, position, role, content, status, model, stats,"
-                " prompt_ids, captured_ids, tokens, created)"
-                " SELECT ?, position, role, content, status, model, stats, prompt_ids, captured_ids, tokens, created"
+                # Positions are kept, so each reply's prompt still starts from the same earlier one.
+                f"INSERT INTO messages (conversation_id, position, role, content, status, model, stats,"
+                f" {_IDS}, tokens, created)"
+                f" SELECT ?, position, role, content, status, model, stats, {_IDS}, tokens, created"
                 " FROM messages WHERE conversation_id = ? ORDER BY position", (new_id, conv_id))
         return new_id
 
@@ -242,16 +253,25 @@ class Store:
             rows = self._db.execute(
                 "SELECT * FROM messages WHERE conversation_id = ? ORDER BY position", (conv_id,)
             ).fetchall()
-            branches: dict[int, list[StoredBranch]] = {}
-            for b in self._db.execute(
-                    "SELECT b.* FROM branches b JOIN messages m ON m.id = b.message_id"
-                    " WHERE m.conversation_id = ? ORDER BY b.id", (conv_id,)).fetchall():
-                branches.setdefault(b["message_id"], []).append(branch_of(b))
+            branch_rows = self._db.execute(
+                "SELECT b.* FROM branches b JOIN messages m ON m.id = b.message_id"
+                " WHERE m.conversation_id = ? ORDER BY b.id", (conv_id,)).fetchall()
+        # Each prompt is rebuilt from the one before it, in the order of the conversation.
+        bases: dict = {}
+        ids: dict[int, tuple] = {}
+        for r in rows:
+            prompt, prompt_ids, captured_ids = prompts.decode(r, bases)
+            ids[r["id"]] = (prompt_ids, captured_ids)
+            if prompt is not None:
+                bases[r["position"]] = prompt
+        branches: dict[int, list[StoredBranch]] = {}
+        for b in branch_rows:
+            branches.setdefault(b["message_id"], []).append(branch_of(b, prompts.decode(b, bases)[1:]))
         return StoredConversation(
             id=row["id"], title=row["title"], created=row["created"], updated=row["updated"],
             model=row["model"], system=row["system"], params=load_json(row["params"]) or {},
             meta=load_json(row["meta"]) or {},
-            messages=tuple(message_of(r, tuple(branches.get(r["id"], ()))) for r in rows),
+            messages=tuple(message_of(r, tuple(branches.get(r["id"], ())), ids[r["id"]]) for r in rows),
         )
 
     # -- messages -----------------------------------------------------------
@@ -266,13 +286,13 @@ class Store:
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM conversations WHERE id = ?", (conv_id,)).fetchone() is None:
                 raise UsageError(f"there is no saved conversation {conv_id}")
+            position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?",
+                                  (conv_id,)).fetchone()[0]
             cursor = db.execute(
-                "INSERT INTO messages (conversation_id, position, role, content, status, model,"
-                " stats, prompt_ids, captured_ids, created)"
-                " VALUES (?, (SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = ?),"
-                " ?, ?, ?, ?, ?, ?, ?, ?)",
-                (conv_id, conv_id, role, content, status, model, _dump(stats),
-                 _dump(prompt_ids), _dump(captured_ids), now),
+                f"INSERT INTO messages (conversation_id, position, role, content, status, model, stats, {_IDS},"
+                " created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (conv_id, position, role, content, status, model, _dump(stats),
+                 *prompts.encode_at(db, conv_id, position, prompt_ids, captured_ids), now),
             )
             db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conv_id))
         return int(cursor.lastrowid)
@@ -292,27 +312,46 @@ class Store:
             changes["status"] = status
         if model is not _UNSET:
             changes["model"] = model
-        for name, value in (("stats", stats), ("prompt_ids", prompt_ids), ("captured_ids", captured_ids)):
-            if value is not _UNSET:
-                changes[name] = _dump(value)
-        self._update("messages", msg_id, changes)
+        if stats is not _UNSET:
+            changes["stats"] = _dump(stats)
+        if prompt_ids is _UNSET and captured_ids is _UNSET:
+            self._update("messages", msg_id, changes)
+            return
+        with self._transaction() as db:
+            row = db.execute("SELECT conversation_id, position FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                raise UsageError(f"there is no saved message {msg_id}")
+            conv_id, position = row
+            # One of the two may stay as it is: captured IDs are kept against the prompt, so both are
+            # written again.
+            old_prompt, old_captured = prompts.ids_of(db, "messages", msg_id)
+            prompt_ids = old_prompt if prompt_ids is _UNSET else prompt_ids
+            captured_ids = old_captured if captured_ids is _UNSET else captured_ids
+            with prompts.keeping_dependents(db, conv_id, position):
+                values = prompts.encode_at(db, conv_id, position, prompt_ids, captured_ids)
+                self._apply(db, "messages", msg_id, {**changes, **dict(zip(prompts.COLUMNS, values))})
 
     def reset_message(self, msg_id: int, model: str | None) -> None:
         """Empty a reply to be written again in place (a branch): it is new from now on."""
         now = time.time()
         with self._transaction() as db:
-            db.execute("UPDATE messages SET content = '', status = 'partial', model = ?, stats = NULL,"
-                       " prompt_ids = NULL, captured_ids = NULL, tokens = NULL, created = ? WHERE id = ?",
-                       (model, now, msg_id))
+            row = db.execute("SELECT conversation_id, position FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            if row is None:
+                return
+            with prompts.keeping_dependents(db, *row):
+                db.execute("UPDATE messages SET content = '', status = 'partial', model = ?, stats = NULL,"
+                           " prompt_base = NULL, prompt = NULL, captured = NULL, tokens = NULL, created = ?"
+                           " WHERE id = ?", (model, now, msg_id))
 
     # -- branches: the other replies of a turn -------------------------------------------------
 
     def keep_as_branch(self, msg_id: int) -> int:
         """Copy a reply as it is now into its turn's branches (before it is replaced); returns the branch id."""
         with self._transaction() as db:
+            # The copy starts from the same earlier prompt as the reply in place: valid as it is.
             cursor = db.execute(
-                "INSERT INTO branches (message_id, content, status, model, stats, prompt_ids, captured_ids, tokens,"
-                " created) SELECT id, content, status, model, stats, prompt_ids, captured_ids, tokens, created"
+                f"INSERT INTO branches (message_id, content, status, model, stats, {_IDS}, tokens,"
+                f" created) SELECT id, content, status, model, stats, {_IDS}, tokens, created"
                 " FROM messages WHERE id = ?", (msg_id,))
             if cursor.rowcount == 0:
                 raise UsageError(f"there is no saved message {msg_id}")
@@ -321,29 +360,33 @@ class Store:
     def branches_of(self, msg_id: int) -> list[StoredBranch]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM branches WHERE message_id = ? ORDER BY id", (msg_id,)).fetchall()
-        return [branch_of(r) for r in rows]
+            return [branch_of(r, prompts.ids_of(self._db, "branches", r["id"])) for r in rows]
 
     def message(self, msg_id: int) -> StoredMessage:
         with self._lock:
             row = self._db.execute("SELECT * FROM messages WHERE id = ?", (msg_id,)).fetchone()
-        if row is None:
-            raise UsageError(f"there is no saved message {msg_id}")
-        return message_of(row)
+            if row is None:
+                raise UsageError(f"there is no saved message {msg_id}")
+            return message_of(row, ids=prompts.ids_of(self._db, "messages", msg_id))
 
     def switch_branch(self, msg_id: int, branch_id: int) -> None:
         """Make branch ``branch_id`` the reply the conversation goes on from; the reply it replaces
         becomes a branch (at the end of the list)."""
-        columns = "content, status, model, stats, prompt_ids, captured_ids, tokens, created"
+        columns = f"content, status, model, stats, {_IDS}, tokens, created"
         with self._transaction() as db:
             branch = db.execute(f"SELECT {columns} FROM branches WHERE id = ? AND message_id = ?",
                                 (branch_id, msg_id)).fetchone()
             if branch is None:
                 raise UsageError(f"message {msg_id} has no branch {branch_id}")
-            db.execute(f"INSERT INTO branches (message_id, {columns}) SELECT id, {columns} FROM messages"
-                       " WHERE id = ?", (msg_id,))
-            db.execute("UPDATE messages SET content = ?, status = ?, model = ?, stats = ?, prompt_ids = ?,"
-                       " captured_ids = ?, tokens = ?, created = ? WHERE id = ?", (*tuple(branch), msg_id))
-            db.execute("DELETE FROM branches WHERE id = ?", (branch_id,))
+            where = db.execute("SELECT conversation_id, position FROM messages WHERE id = ?", (msg_id,)).fetchone()
+            # The two rows start from the same earlier prompt and swap as they are; a later reply
+            # that started from the one in place is written again against the one put there.
+            with prompts.keeping_dependents(db, *where):
+                db.execute(f"INSERT INTO branches (message_id, {columns}) SELECT id, {columns} FROM messages"
+                           " WHERE id = ?", (msg_id,))
+                assignments = ", ".join(f"{name} = ?" for name in columns.split(", "))
+                db.execute(f"UPDATE messages SET {assignments} WHERE id = ?", (*tuple(branch), msg_id))
+                db.execute("DELETE FROM branches WHERE id = ?", (branch_id,))
 
     def delete_messages_after(self, conv_id: int, position: int) -> int:
         """Delete the messages after ``position`` (regenerate, edit); returns how many went."""
@@ -356,20 +399,38 @@ class Store:
     def _update(self, table: str, row_id: int, changes: dict[str, object]) -> None:
         if not changes:
             return
+        with self._transaction() as db:
+            self._apply(db, table, row_id, changes)
+
+    @staticmethod
+    def _apply(db: sqlite3.Connection, table: str, row_id: int, changes: dict[str, object]) -> None:
         now = time.time()
         if table == "conversations":
             changes = {**changes, "updated": now}
         columns = ", ".join(f"{name} = ?" for name in changes)
-        with self._transaction() as db:
-            cursor = db.execute(f"UPDATE {table} SET {columns} WHERE id = ?", (*changes.values(), row_id))
-            if cursor.rowcount == 0:
-                raise UsageError(f"there is no saved {table[:-1]} {row_id}")
-            if table == "messages":
-                db.execute("UPDATE conversations SET updated = ?"
-                           " WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)", (now, row_id))
+        cursor = db.execute(f"UPDATE {table} SET {columns} WHERE id = ?", (*changes.values(), row_id))
+        if cursor.rowcount == 0:
+            raise UsageError(f"there is no saved {table[:-1]} {row_id}")
+        if table == "messages":
+            db.execute("UPDATE conversations SET updated = ?"
+                       " WHERE id = (SELECT conversation_id FROM messages WHERE id = ?)", (now, row_id))
 
 
 # -- helpers -----------------------------------------------------------------
+
+#: A reply row's ID columns, copied together whenever a row is.
+_IDS = ", ".join(prompts.COLUMNS)
+
+
+def _make_folder(folder: Path) -> None:
+    """The database's folder, or one clear line on why it cannot be made (a file in the way, no
+    permission, a read-only disk)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        reason = (err.strerror or type(err).__name__).lower()
+        raise LlmTuiError(f"cannot create {folder}: {reason}",
+                          f"set {DATA_DIR_ENV} to a folder you can write") from None
 
 
 def _dump(value: object) -> str | None:

@@ -133,6 +133,9 @@ class ListSink:
         if not self.captured:
             self.captured.extend(int(i) for i in ids)
 
+    def reused(self, tokens, cache=None):
+        self.cached_tokens = tokens
+
     def token(self, token_id, info=None):
         self.tokens.append(int(token_id))
         self.infos.append(info)

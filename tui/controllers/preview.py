@@ -7,6 +7,7 @@ from functools import partial
 from textual.worker import get_current_worker
 
 from backends.core.errors import error_line
+from backends.prompt.cancel import RenderCancelled
 
 from .. import commands
 from ..messages import PreviewReady
@@ -53,14 +54,19 @@ class PromptPreview:
         if not messages:
             self.app.post_message(PreviewReady(serial, None, None))
             return
+        worker = get_current_worker()
         try:
+            # exclusive=True cancels this worker when a newer preview starts, but a thread runs
+            # on regardless: the render itself watches the event and stops at its next check.
             view = handle.render(messages, max_new_tokens=params.max_new_tokens,
-                                 max_prompt_tokens=params.max_prompt_tokens)
+                                 max_prompt_tokens=params.max_prompt_tokens, cancel=worker.cancelled_event)
+        except RenderCancelled:
+            return  # a newer preview is on its way
         except Exception as err:  # a template that rejects this conversation is worth showing
             view, error = None, error_line(err)
         else:
             error = None
-        if not get_current_worker().is_cancelled:
+        if not worker.is_cancelled:
             self.app.post_message(PreviewReady(serial, view, error))
 
     def ready(self, message: PreviewReady) -> None:

@@ -201,7 +201,7 @@ class Profiles:
         run = self.running
         return MemoryScreen(self.meter.turns, self.rows, profile_label=self.label,
                             note=run.note if run is not None else None, running=run is not None
-                            and not run.stop_event.is_set())
+                            and not run.stop_event.is_set(), kept=self.meter.kept)
 
     def _screens(self) -> list[MemoryScreen]:
         return [s for s in self.app.screen_stack if isinstance(s, MemoryScreen)]

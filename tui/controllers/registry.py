@@ -19,7 +19,7 @@ from typing import Callable
 
 from backends.checkpoint.consent import code_files
 from backends.checkpoint.locate import locate
-from backends.core.errors import RemoteCodeRefused
+from backends.core.errors import RemoteCodeRefused, is_warning
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model
 
@@ -160,6 +160,8 @@ class ModelRegistry:
         self.app.notify(text, severity="warning", timeout=15, markup=False)
 
     def progress(self, message: LoadProgress) -> None:
+        if is_warning(message.text):  # a warning outlives the load's progress line: it stays on screen
+            self.app.notify(message.text, severity="warning", timeout=15, markup=False)
         share = f" {message.fraction:.0%}" if message.fraction is not None and message.fraction < 1 else ""
         self.status.set(load=f"{message.text}{share}")
 

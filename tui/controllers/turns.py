@@ -327,8 +327,25 @@ class Turns:
                         kv=self._context_projection(context))
         if done.stop_reason != "error" or done.captured_ids is not None:
             self.inspector.show_captured(PromptCheck.of(message.view, done.captured_ids, done.prompt_count,
-                                                        level=done.prompt_check))
+                                                        level=done.prompt_check, cached=s.cached_tokens,
+                                                        cache_note=done.cache_note))
         self.meter.log_turn(turn.index, context)
+        self.show_kept()
+
+    # -- the prompt cache ----------------------------------------------------------------------
+
+    def show_kept(self) -> None:
+        """The meter shows what the active model's prompt cache keeps for the next turn."""
+        cache = getattr(self.models.handle, "prompt_cache", None)
+        self.meter.show_kept(cache.tokens, cache.nbytes) if cache is not None else self.meter.show_kept(0, 0)
+
+    def release_cache(self) -> None:
+        """The conversation the kept cache was built from is gone (/clear, another one) or another
+        model answers now: give its memory back."""
+        handle = self.models.handle
+        if handle is not None and hasattr(handle, "release_cache"):
+            handle.release_cache()
+        self.show_kept()
 
     def _context_projection(self, context_tokens: int) -> str:
         if not getattr(self.models.handle, "torch", True):
@@ -426,6 +443,7 @@ class Turns:
 
     async def clear(self) -> None:
         self.abandon()
+        self.release_cache()
         self.conversation.clear()
         await self.chat.clear()
         self.recorder.truncate(0)
@@ -434,19 +452,21 @@ class Turns:
 
     async def new_conversation(self) -> None:
         self.abandon()
+        self.release_cache()
         self.recorder.new()
         self.conversation.clear()
         await self.chat.clear()
         self.chat.add_notice("new conversation")
         self.changed()
 
-    async def restore(self, stored) -> None:
-        """Show a stored conversation (``Recorder.open``) and continue it."""
+    async def restore(self, stored, keep: tuple = ()) -> None:
+        """Show a stored conversation (``Recorder.open``) in place of what the chat holds but
+        ``keep``, and continue it."""
         self.conversation = stored.to_conversation()
         if stored.params:
             self.params = stored.sampling_params()
         self.status.set(budget=self.params.max_prompt_tokens)
-        await self.chat.clear()
+        await self.chat.clear(keep)
         for m in stored.messages:
             if m.role == "user":
                 self.chat.add_user(m.content)

@@ -138,7 +138,8 @@ class MemoryScreen(ModalScreen[None]):
 
     def __init__(self, turns: list[TurnMemory], profile_rows: list[ProfileRow] | None = None, *,
                  profile_label: str | None = None, note: str | None = None, note_error: bool = False,
-                 running: bool = False, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:
+                 running: bool = False, kept: tuple[int, int] = (0, 0), name: str | None = None,
+                 id: str | None = None, classes: str | None = None) -> None:
         """``turns``: TurnMemory records (a Meter, which has ``.turns``, is accepted too);
         ``profile_rows``: a profile's rows; ``profile_label``: the model they were
         measured on; ``note``: a line about the profile (its progress, how it ended),
@@ -150,6 +151,7 @@ class MemoryScreen(ModalScreen[None]):
         self.note = note or ""
         self.note_error = note_error
         self.running = running
+        self.kept = kept  # (tokens, bytes) the model's prompt cache keeps for the next turn
 
     def compose(self) -> ComposeResult:
         xs = [t.context_tokens for t in self.turns]
@@ -192,7 +194,15 @@ class MemoryScreen(ModalScreen[None]):
             target.update(legend)
 
     def summary(self) -> str:
-        """Growth per context token between the first and last turn, when it can be told."""
+        """Growth per context token between the first and last turn, when it can be told; and
+        what the prompt cache keeps for the next turn."""
+        tokens, nbytes = self.kept
+        if not tokens:
+            return self._growth()
+        where = format_bytes(nbytes) if nbytes else "in llama.cpp's context"
+        return f"{self._growth()} · KV kept {where} ({tokens:,} tokens) for the next turn"
+
+    def _growth(self) -> str:
         if len(self.turns) < 2:
             return f"{len(self.turns)} turn logged" if self.turns else "no turns logged yet"
         name, metric = turn_metric(self.turns)

@@ -56,7 +56,7 @@ def last_code_block(text: str) -> str | None:
 
 def stats_line(model: str | None, stats: dict | None, stop_reason: str | None) -> str:
     parts = [model] if model else []
-    parts += stats_parts(stats or {}, ("new", "ttft", "rate"))
+    parts += stats_parts(stats or {}, ("new", "ttft", "rate", "cached"))
     if stop_reason:
         parts.append({"eos": "done", "length": "hit max_new_tokens"}.get(stop_reason, stop_reason))
     return " · ".join(parts)
@@ -315,9 +315,20 @@ class ChatLog(VerticalScroll, can_focus=True):
                 await self.remove_children(children[index:])
                 return
 
-    async def clear(self) -> None:
+    async def clear(self, keep: tuple = ()) -> None:
+        """Remove every message but those in ``keep``."""
         self.action_leave()
-        await self.remove_children()
+        if keep:
+            await self.remove_children([child for child in self.children if child not in keep])
+        else:
+            await self.remove_children()
+
+    def move_to_end(self, widgets) -> None:
+        """Put ``widgets`` after everything else, in their order."""
+        for widget in widgets:
+            if self.children and widget is not self.children[-1]:
+                self.move_child(widget, after=self.children[-1])
+        self.anchor()
 
     # -- colour and the token cursor -------------------------------------------------------------
 

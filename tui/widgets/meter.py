@@ -125,6 +125,8 @@ class Meter(Widget):
         #: A served model: its name and how to read its server's figures (sampled with the rest).
         self._server: tuple[str, Callable[[], ServerMetrics]] | None = None
         self._server_metrics: ServerMetrics | None = None
+        #: The active model's prompt cache: (tokens, bytes) it keeps between turns; (0, 0): nothing kept.
+        self._kept: tuple[int, int] = (0, 0)
         self.set_reactive(Meter.paused, paused)
 
     # -- public API ------------------------------------------------------------------
@@ -140,10 +142,6 @@ class Meter(Widget):
     @property
     def gpu_status(self) -> str:
         return self._gpu_status
-
-    @property
-    def memory_log(self) -> MemoryLog:
-        return self._log
 
     @property
     def turns(self) -> list[TurnMemory]:
@@ -163,6 +161,16 @@ class Meter(Widget):
         self._server_metrics = None
         self.refresh(layout=True)
 
+    def show_kept(self, tokens: int, nbytes: int) -> None:
+        """What the active model's prompt cache keeps now (0, 0: nothing)."""
+        if (tokens, nbytes) != self._kept:
+            self._kept = (tokens, nbytes)
+            self.refresh(layout=True)
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        return self._kept
+
     def feed(self, sample: Sample, gpu_status: str | None = None, server: ServerMetrics | None = None) -> None:
         """Show ``sample`` now, as if sampled (deterministic displays for tests and snapshots)."""
         self._show(sample, self._gpu_status if gpu_status is None else gpu_status, server)
@@ -175,10 +183,6 @@ class Meter(Widget):
         entry = self._log.record(turn_index, context_tokens, sample)
         self.refresh(layout=True)
         return entry
-
-    def clear_turns(self) -> None:
-        self._log.clear()
-        self.refresh(layout=True)
 
     # -- sampling ----------------------------------------------------------------------
     def on_mount(self) -> None:
@@ -257,6 +261,9 @@ class Meter(Widget):
         else:
             lines.extend(self._gpu_lines(sample, width) if sample.has_gpu else self._cpu_lines(sample, width))
             lines.append(self._spark_line(width))
+        if self._kept[0]:
+            lines.append(self._kept_line())
+        if sample is not None:
             lines.extend(self._turn_lines())
         for k, line in enumerate(lines):
             if k:
@@ -337,6 +344,13 @@ class Meter(Widget):
         line = Text(head + " ", self._style("label"), no_wrap=True, overflow="ellipsis")
         line.append(sparkline(values, spark_width), self._style("spark"))
         line.append(tail, self._style("muted"))
+        return line
+
+    def _kept_line(self) -> Text:
+        tokens, nbytes = self._kept
+        line = Text("KV kept ", self._style("label"), no_wrap=True, overflow="ellipsis")
+        where = format_bytes(nbytes) if nbytes else "in llama.cpp's context"
+        line.append(f"{where} · {tokens:,} tokens for the next turn")
         return line
 
     def _turn_lines(self) -> list[Text]:

@@ -93,6 +93,19 @@ def verdict_line(check: PromptCheck, palette: Palette = DEFAULT_PALETTE, prefix:
     return text
 
 
+def cache_line(check: PromptCheck, palette: Palette = DEFAULT_PALETTE) -> Text | None:
+    """``1,813 tokens: 1,756 from the cache, 57 read now`` when some of the prompt came from a kept
+    cache; why each turn is read whole when the engine could keep none; else None."""
+    if check.cached and check.read_now is not None:
+        total = check.cached + check.read_now
+        return Text(f"↺ {total:,} tokens: {check.cached:,} from the cache, {check.read_now:,} read now",
+                    palette.muted, no_wrap=True, overflow="crop")
+    if check.cache_note:
+        return Text(f"each turn is read whole: {printable(check.cache_note)}", palette.muted, no_wrap=True,
+                    overflow="crop")
+    return None
+
+
 def warning_lines(view: PromptView, palette: Palette = DEFAULT_PALETTE) -> list[Text]:
     return [Text("⚠ " + printable(w).replace("\n", " "), palette.warning, no_wrap=True, overflow="crop")
             for w in view.warnings]
@@ -114,6 +127,9 @@ def header_lines(view: PromptView | None, mode: str, width: int = 80, palette: P
         lines.append(context_line(view, mode, width, palette))
     if check is not None:
         lines.append(verdict_line(check, palette, verdict_prefix))
+        cached = cache_line(check, palette)
+        if cached is not None:
+            lines.append(cached)
     if view is not None:
         summary = dropped_summary(view, palette)
         if summary is not None:

@@ -6,7 +6,7 @@ memory screen draw with them, and tests call them directly.
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from rich.style import Style
 from rich.text import Text
@@ -73,20 +73,6 @@ def level_style(fraction: float, ok: Style, warn: Style, full: Style,
     if fraction < thresholds[1]:
         return warn
     return full
-
-
-def resample(values: Iterable[float | int | None], width: int) -> list[float | int | None]:
-    """At most ``width`` values: consecutive groups collapsed to their maximum."""
-    items = list(values)
-    if width <= 0:
-        return []
-    if len(items) <= width:
-        return items
-    out: list[float | int | None] = []
-    for k in range(width):
-        group = [v for v in items[k * len(items) // width:(k + 1) * len(items) // width] if v is not None]
-        out.append(max(group) if group else None)
-    return out
 
 
 def theme_style(widget, component: str) -> Style:

@@ -28,6 +28,10 @@ class Sink(Protocol):
     def capture(self, ids) -> None:
         """The IDs the model's first forward call received (later calls are ignored)."""
 
+    def reused(self, tokens: int, cache=None) -> None:
+        """How many of the prompt's first tokens came from the prompt cache (``cache``: the runner's
+        ``PromptCache``, which says why it keeps nothing when it does not)."""
+
     #: Builds each token's TokenInfo from logits (``runners.logprobs.TokenScorer``); None: not asked for.
     scorer: object | None
 

@@ -12,8 +12,9 @@ from backends.generation.runners.prefill import (
     Stopped,
     prefill,
 )
+from backends.generation.runners.prompt_cache import PromptCache
 from backends.hardware.devices import input_device
-from backends.hardware.release import is_out_of_memory
+from backends.core.errors import is_out_of_memory
 from backends.loading.forward_call import ForwardCall, split_output
 from backends.prompt.view import PromptView
 
@@ -23,13 +24,19 @@ class GenerateRunner:
 
     A long prompt is fed first as a chunked prefill into the model's own cache
     (``runners.prefill``: a stop is answered between chunks); ``generate()``
-    then takes the cache and feeds only the prompt's last token.
+    then takes the cache and feeds only the prompt's last token. The cache a
+    turn leaves is kept (``prompt_cache``): the next turn reads only what
+    follows the prefix it shares with it.
     """
 
-    def __init__(self, own_code: str | None = None) -> None:
+    def __init__(self, own_code: str | None = None, *, prompt_cache: bool = True) -> None:
         #: The label of a remote-code checkpoint run here (``--engine generate``): its failures
         #: inside generate() are its code's, and the message says so.
         self.own_code = own_code
+        self.prompt_cache = PromptCache(prompt_cache)
+
+    def release(self) -> None:
+        self.prompt_cache.release()
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         try:
@@ -71,21 +78,28 @@ class GenerateRunner:
             def end(self):
                 pass
 
-        capture = PrefillCapture(model, sink)
+        kept, reused = self.prompt_cache.take(view.ids)
+        sink.reused(reused, self.prompt_cache)
+        capture = PrefillCapture(model, sink, known=view.ids[:reused])
         try:
             with torch.inference_mode():
                 try:
-                    cache = self._prefill(model, input_ids, sink)
-                except Stopped:
+                    cache = self._prefill(model, input_ids, sink, kept, reused)
+                except Stopped as stop:  # what was read stays for the next turn
+                    self.prompt_cache.keep(stop.cache, view.ids[:stop.fed])
                     return new_ids
                 capture.expect(capture.seen + 1)  # and generate()'s first call, with the rest of the prompt
-                carried = {ForwardCall.for_model(model).cache_name or "past_key_values": cache} if cache else {}
-                model.generate(
+                carried = ({ForwardCall.for_model(model).cache_name or "past_key_values": cache}
+                           if cache is not None else {})
+                out = model.generate(
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids), **carried,
-                    generation_config=config,
+                    generation_config=config, return_dict_in_generate=True,
                     streamer=TokenStreamer(), stopping_criteria=StoppingCriteriaList([Stopper()]),
                     **({"logits_processor": seen.processor()} if seen is not None else {}),
                 )
+                # The cache now holds the prompt and every new token but the last (never fed back).
+                left = getattr(out, "past_key_values", None)
+                self.prompt_cache.keep(left if left is not None else cache, [*view.ids, *new_ids[:-1]])
         finally:
             capture.finish()
             if seen is not None:
@@ -93,12 +107,13 @@ class GenerateRunner:
         return new_ids
 
     @staticmethod
-    def _prefill(model, input_ids, sink: Sink):
-        """All but the prompt's last token, in chunks, into a cache ``generate()`` continues from;
-        None for a short prompt, or a model whose forward keeps no cache of transformers' kind."""
+    def _prefill(model, input_ids, sink: Sink, cache=None, start: int = 0):
+        """All but the prompt's last token, in chunks, into a cache ``generate()`` continues from
+        (``cache`` already holds the first ``start``); None for a short prompt, or a model whose
+        forward keeps no cache of transformers' kind."""
         from transformers import Cache
 
-        if input_ids.shape[1] <= CHUNK_FIRST:
+        if cache is None and input_ids.shape[1] <= CHUNK_FIRST:
             return None  # it takes a moment: one call
         call = ForwardCall.for_model(model)
 
@@ -112,7 +127,7 @@ class GenerateRunner:
             return logits, cache
 
         try:
-            _, cache, _ = prefill(forward, input_ids, sink, keep_last=1)
+            _, cache, _ = prefill(forward, input_ids, sink, keep_last=1, cache=cache, start=start)
         except NoCache:
             return None
         return cache

@@ -10,6 +10,10 @@ parallelises with OpenMP, whose worker team belongs to the thread that calls
 it: a new calling thread each turn gets a new team while the last one's idle
 workers still spin, and on this 2-core machine that halved decode speed (72
 against 126 tok/s, ``benchmarks/engines.py``).
+
+llama.cpp keeps its KV cache between evaluations, with the IDs it holds
+(``input_ids[:n_tokens]``): a turn cuts it back to the prefix the new prompt
+shares with it and evaluates only the rest (``LlamaCppCache``).
 """
 
 from __future__ import annotations
@@ -22,15 +26,64 @@ from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.generation.runners.prefill import ChunkSizer, Stopped
+from backends.generation.runners.prompt_cache import common_prefix
 from backends.prompt.view import PromptView
+
+
+class LlamaCppCache:
+    """What llama.cpp holds between turns, seen as a prompt cache (the ``PromptCache`` surface the
+    handle and the meter read). Its memory is llama.cpp's context, allocated once at load: keeping
+    it costs nothing more, so ``nbytes`` is 0."""
+
+    nbytes = 0
+    device = "cpu"
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.why_not: str | None = None
+        self.llm = None
+        self._dropped = False  # ``release`` was asked for: the next turn starts from nothing
+
+    @property
+    def cache(self):
+        return self.llm if self.tokens else None
+
+    @property
+    def tokens(self) -> int:
+        if self.llm is None or not self.enabled or self._dropped:
+            return 0
+        return int(self.llm.n_tokens)
+
+    def take(self, llm, prompt: list[int]) -> int:
+        """Cut llama.cpp's cache to the prefix ``prompt`` shares with it (leaving its last token to
+        evaluate); returns that prefix's length, 0 after a reset."""
+        self.llm = llm
+        dropped, self._dropped = self._dropped, False
+        held = llm.input_ids[:llm.n_tokens].tolist() if self.enabled and llm.n_tokens and not dropped else []
+        reuse = min(common_prefix(held, prompt), len(prompt) - 1)
+        remove = getattr(getattr(llm, "_ctx", None), "kv_cache_seq_rm", None)
+        if reuse > 0 and remove is not None and remove(-1, reuse, -1) is not False:
+            llm.n_tokens = reuse
+            return reuse
+        if reuse > 0:
+            self.why_not = "this model's llama.cpp memory cannot be cut to a prefix"
+        llm.reset()
+        return 0
+
+    def release(self) -> int:
+        """Forget what llama.cpp holds; done by the next turn, on the model's own thread (llama.cpp is
+        not touched from another one)."""
+        self._dropped = True
+        return 0
 
 
 class LlamaCppRunner:
     name = "llamacpp"
     device = "cpu"  # its memory is this process's (RSS), wherever its layers run
 
-    def __init__(self) -> None:
+    def __init__(self, *, prompt_cache: bool = True) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="llm-tui-llamacpp")
+        self.prompt_cache = LlamaCppCache(prompt_cache)
 
     def run(self, llm, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         """The turn, on the model's own thread (the caller waits for it)."""
@@ -39,9 +92,10 @@ class LlamaCppRunner:
     def _run(self, llm, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         ids = list(view.ids)
         stop_ids = set(sink.stop_ids) | {llm.token_eos()}
-        llm.reset()
+        reused = self.prompt_cache.take(llm, ids)
+        sink.reused(reused, self.prompt_cache)
         try:
-            self._prefill(llm, ids[:-1], sink)
+            self._prefill(llm, ids[reused:-1], sink)
         except Stopped:
             sink.capture(list(llm.input_ids[:llm.n_tokens]))
             return []
@@ -102,4 +156,5 @@ class LlamaCppRunner:
             fed += len(chunk)
 
     def release(self) -> None:
+        self.prompt_cache.llm = None
         self._thread.shutdown(wait=False)

@@ -10,6 +10,7 @@ from backends.core.errors import GenerationError
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.generation.runners.prefill import PrefillCapture, Stopped, prefill
+from backends.generation.runners.prompt_cache import PromptCache
 from backends.hardware.devices import input_device
 from backends.loading.forward_call import (
     ForwardCall,
@@ -76,10 +77,18 @@ class LoopRunner:
     """Token-by-token decoding over ``model(...)``, reporting to a ``Sink``.
 
     The prompt goes in as a chunked prefill (``generation.prefill``), so a stop
-    is answered between chunks; then one token per forward call.
+    is answered between chunks; then one token per forward call. The cache a
+    turn leaves is kept when it is transformers' kind (``prompt_cache``); a
+    vendor's own tuple cache is not, and such a model reads each turn whole.
     """
 
     name = "loop"
+
+    def __init__(self, *, prompt_cache: bool = True) -> None:
+        self.prompt_cache = PromptCache(prompt_cache)
+
+    def release(self) -> None:
+        self.prompt_cache.release()
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         import torch
@@ -94,11 +103,15 @@ class LoopRunner:
         stop_ids = set(sink.stop_ids)
         sequence = torch.tensor([view.ids], dtype=torch.long, device=device)
         new_ids: list[int] = []
-        capture = PrefillCapture(model, sink)
+        kept, reused = self.prompt_cache.take(view.ids)
+        sink.reused(reused, self.prompt_cache)
+        capture = PrefillCapture(model, sink, known=view.ids[:reused])
         with torch.inference_mode():
             try:
-                logits, cache, fed = prefill(forward, sequence, sink)
-            except Stopped:
+                # The cache holds all but the last token: read it now, for the first new token's logits.
+                logits, cache, fed = prefill(forward, sequence, sink, cache=kept, start=reused)
+            except Stopped as stop:  # what was read stays for the next turn
+                self.prompt_cache.keep(stop.cache, view.ids[:stop.fed])
                 return new_ids
             finally:
                 capture.finish()
@@ -123,4 +136,6 @@ class LoopRunner:
                 else:
                     logits, cache = forward(sequence[:, -1:], cache, fed)
                 fed = sequence.shape[1]
+        # The cache holds what was fed: the prompt and the new tokens fed back (all but the last, mostly).
+        self.prompt_cache.keep(cache, [*view.ids, *new_ids][:fed])
         return new_ids

@@ -30,7 +30,12 @@ TARGET_SECONDS = 0.25
 
 
 class Stopped(Exception):
-    """The turn was asked to stop during the prefill."""
+    """The turn was asked to stop during the prefill; ``cache`` holds the first ``fed`` tokens."""
+
+    def __init__(self, cache=None, fed: int = 0) -> None:
+        super().__init__("stopped during the prefill")
+        self.cache = cache
+        self.fed = fed
 
 
 class ChunkSizer:
@@ -48,21 +53,24 @@ class ChunkSizer:
         self.size = max(CHUNK_MIN, size - size % CHUNK_MIN)
 
 
-def prefill(forward: Callable, ids, sink: Sink, *, keep_last: int = 0, sizer: ChunkSizer | None = None):
+def prefill(forward: Callable, ids, sink: Sink, *, keep_last: int = 0, sizer: ChunkSizer | None = None,
+            cache=None, start: int = 0):
     """Feed ``ids`` (a 1 × N tensor) to ``forward(chunk, cache, start) -> (logits, cache)`` in chunks.
 
-    The last ``keep_last`` tokens are left for the caller to feed (``generate()`` wants at
-    least one). Returns ``(logits, cache, fed)``: the last chunk's logits (None when nothing
-    was fed), the cache, and how many tokens it holds. Raises ``Stopped`` when the sink was
-    asked to stop between two chunks. A forward that gives no cache back cannot be chunked:
-    the whole prompt then goes in one call.
+    ``cache`` already holds the first ``start`` tokens (a prompt cache kept from the last
+    turn): only the rest is fed. The last ``keep_last`` tokens are left for the caller to
+    feed (``generate()`` wants at least one). Returns ``(logits, cache, fed)``: the last
+    chunk's logits (None when nothing was fed), the cache, and how many tokens it holds.
+    Raises ``Stopped`` (with what was fed so far) when the sink was asked to stop between two
+    chunks. A forward that gives no cache back cannot be chunked: the whole prompt then goes
+    in one call.
     """
     sizer = sizer or ChunkSizer()
     total = ids.shape[1] - keep_last
-    logits, cache, fed = None, None, 0
+    logits, fed = None, start
     while fed < total:
         if sink.stopped:
-            raise Stopped()
+            raise Stopped(cache, fed)
         size = min(sizer.size, total - fed)
         started = time.perf_counter()
         logits, cache = forward(ids[:, fed:fed + size], cache, fed)
@@ -83,9 +91,12 @@ class PrefillCapture:
     ``finish()`` hands over what was collected if fewer calls came (a stop, an error).
     """
 
-    def __init__(self, model, sink: Sink, calls: int | None = None) -> None:
+    def __init__(self, model, sink: Sink, calls: int | None = None, *, known: list[int] | None = None) -> None:
         self.sink = sink
         self.calls = calls
+        #: The prompt's first IDs, read in an earlier turn and held in the prompt cache: the model
+        #: received them then, and they come first in what it received.
+        self.known = list(known or [])
         self.ids: list[int] = []
         self.seen = 0
         self._hook = model.register_forward_pre_hook(self._capture, with_kwargs=True)
@@ -111,20 +122,4 @@ class PrefillCapture:
             self._hook.remove()
             self._hook = None
             if self.seen:
-                self.sink.capture(self.ids)
-
-
-class StopHook:
-    """A forward pre-hook that ends the turn at the next forward call once it was asked to stop:
-    for engines whose loop is not ours (``generate()``, a checkpoint's own streaming method)."""
-
-    def __init__(self, model, sink: Sink) -> None:
-        self.sink = sink
-        self._hook = model.register_forward_pre_hook(self._check)
-
-    def _check(self, _module, _args) -> None:
-        if self.sink.stopped:
-            raise Stopped()
-
-    def remove(self) -> None:
-        self._hook.remove()
+                self.sink.capture(self.known + self.ids)

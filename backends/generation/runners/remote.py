@@ -17,7 +17,7 @@ from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.prompt.view import PromptView
 from backends.server.client import EventStream, ServerClient, ServerError
-from backends.server.metrics import ServerMetrics, read_metrics
+from backends.server.metrics import ServerMetrics, prefix_cache_hits, read_metrics, server_cached_tokens
 from backends.server.probe import ServerInfo
 
 #: How often a waiting stream looks at the stop flag (a server may be silent for a long prefill).
@@ -54,6 +54,7 @@ class RemoteRunner:
             path = "/v1/chat/completions"
             body["messages"] = view.messages
             sink.check = "count" if view.ids else "none"
+        hits_before = self._prefix_hits()
         stream = self.client.stream(path, body)
         done = threading.Event()
         threading.Thread(target=self._close_on_stop, args=(stream, sink, done), daemon=True,
@@ -71,7 +72,20 @@ class RemoteRunner:
             stream.close()
         if sink.check == "count" and not counted:
             sink.check = "none"  # the server reported no prompt token count: nothing could be checked
+        if getattr(sink, "cached_tokens", None) is None and hits_before is not None:
+            after = self._prefix_hits()
+            if after is not None and after >= hits_before:
+                sink.reused(int(after - hits_before))  # vLLM's counter: this turn's hits, if it ran alone
         return new_ids
+
+    def _prefix_hits(self) -> float | None:
+        """vLLM's running count of prompt tokens found in its prefix cache (None elsewhere)."""
+        if self.info.kind != "vllm":
+            return None
+        try:
+            return prefix_cache_hits(self.client)
+        except Exception:  # noqa: BLE001 — a figure the server may not give
+            return None
 
     def _sampling(self, params: SamplingParams) -> dict:
         body = {"model": self.info.model, "stream": True, "stream_options": {"include_usage": True},
@@ -100,6 +114,9 @@ class RemoteRunner:
         counted = isinstance(usage, dict) and usage.get("prompt_tokens") is not None
         if counted:
             sink.usage(usage.get("prompt_tokens"), usage.get("completion_tokens"))
+        cached = server_cached_tokens(chunk)
+        if cached is not None:
+            sink.reused(cached)
         prompt_ids = chunk.get("prompt_token_ids")
         for choice in chunk.get("choices") or []:
             prompt_ids = choice.get("prompt_token_ids", prompt_ids)

@@ -39,6 +39,7 @@ from backends.core.units import format_bytes
 from backends.hardware.devices import describe_device
 from backends.hardware.dtype import resolve_dtype
 from backends.hardware.placement import resolve_device_map
+from backends.loading.generation_config import read_generation_config, unloadable
 from backends.loading.preflight import memory_verdict
 from backends.loading.quant import plan_quantization
 from backends.loading.remote import fixes
@@ -100,7 +101,11 @@ def load_remote(spec: ModelSpec, located: Located, progress: Progress | None = N
     model = _build(model_cls, config, dtype, spec)
     progress(f"reading the weights of {spec.label}", None)
     load_weights(model, path, label=spec.label)
-    _attach_generation_config(model, path)
+    generation, unread = read_generation_config(path)  # as from_pretrained attaches it, custom keys kept
+    if generation is not None:
+        model.generation_config = generation
+    elif unread:  # the class's own defaults stay, and the user hears what was lost
+        progress(unloadable(spec.label, unread), None)
     report = guard_buffers(model, label=spec.label)
     for note in report.notes:
         progress(note, None)
@@ -265,18 +270,6 @@ def _shares_storage(model, key: str, loaded: set[str]) -> bool:
         return False
     ptr = target.data_ptr()
     return any(tensors[k].data_ptr() == ptr for k in loaded if k in tensors)
-
-
-def _attach_generation_config(model, path: Path) -> None:
-    """The checkpoint's generation_config.json, as from_pretrained would attach it (custom keys kept)."""
-    if not (path / "generation_config.json").is_file():
-        return
-    try:
-        from transformers import GenerationConfig
-
-        model.generation_config = GenerationConfig.from_pretrained(str(path), local_files_only=True)
-    except Exception:
-        pass
 
 
 # -- tokenizer ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from backends.core.errors import UsageError
 from backends.core.files import read_json
+from backends.prompt.families.generation_json import read_generation_json
 from backends.prompt.families.sp_tokens import (
     SentencePieceVocab,
     clip_spans,
@@ -151,9 +152,9 @@ class Baichuan2Family:
         vocab = SentencePieceVocab(require_file(model_dir, "tokenizer.model",
                                                 "Baichuan's SentencePiece vocabulary"))
         config = read_json(model_dir / "config.json")
-        gen = read_json(model_dir / "generation_config.json")
+        gen, note = read_generation_json(model_dir)
         tok_cfg = read_json(model_dir / "tokenizer_config.json")
-        notes = []
+        notes = [note] if note else []
         user_id = int_setting((gen, "user_token_id"), default=None)
         assistant_id = int_setting((gen, "assistant_token_id"), default=None)
         if user_id is None or assistant_id is None:

@@ -23,6 +23,7 @@ from backends.core.files import read_json
 from backends.prompt.families.baichuan import Baichuan2Family
 from backends.prompt.families.base import PromptFamily
 from backends.prompt.families.chatglm import ChatGLM3Family
+from backends.prompt.families.generation_json import read_generation_json
 from backends.prompt.families.qwen import QwenFamily
 from backends.prompt.families.sp_tokens import int_setting
 from backends.prompt.families.template import ChatTemplateFamily
@@ -54,6 +55,8 @@ class ModelFiles:
     config: dict
     tokenizer_config: dict
     generation_config: dict
+    #: Why generation_config.json was left out (not JSON), for the family's warnings; None when read.
+    generation_note: str | None = None
 
     def has(self, name: str) -> bool:
         return (self.path / name).is_file()
@@ -97,7 +100,7 @@ def load_files(model_dir: str | os.PathLike) -> ModelFiles:
         raise ModelLoadError(f"{path} is a file, not a model directory",
                              "point at the folder that holds config.json and the tokenizer files")
     files = ModelFiles(path, read_json(path / "config.json"), read_json(path / "tokenizer_config.json"),
-                       read_json(path / "generation_config.json"))
+                       *read_generation_json(path))
     if not (files.config or files.tokenizer_config or any(files.has(n) for n in _VOCAB_FILES)):
         raise ModelLoadError(f"{path} is not a model directory (no config.json, tokenizer_config.json "
                              "or vocab file)", "point at the folder that holds config.json and the tokenizer files")
@@ -224,7 +227,7 @@ def family_for_dir(model_dir: str | os.PathLike, *, trust_remote_code: bool = Fa
                          "use a chat/instruct checkpoint (one whose tokenizer_config.json has a chat_template)")
     tokenizer = _auto_tokenizer(files, trust_remote_code)
     return ChatTemplateFamily(tokenizer, name=name, max_context=max_context or _context_length(files),
-                              eos_ids=_eos_ids(files))
+                              eos_ids=_eos_ids(files), notes=[files.generation_note] if files.generation_note else [])
 
 
 def _eos_ids(files: ModelFiles) -> list[int]:

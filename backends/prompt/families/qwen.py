@@ -25,6 +25,7 @@ from pathlib import Path
 
 from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
 from backends.core.files import read_json
+from backends.prompt.families.generation_json import read_generation_json
 from backends.prompt.families.sp_tokens import int_setting, require_file
 from backends.prompt.view import Dropped, PromptView, Span, piece_from_bytes
 
@@ -132,7 +133,7 @@ class QwenFamily:
 
     def __init__(self, tokenizer: QwenTokenizer, *, chat_format: str = "chatml",
                  max_window_size: int = DEFAULT_MAX_WINDOW, max_context: int | None = None,
-                 default_system: str = DEFAULT_SYSTEM, name: str = "qwen") -> None:
+                 default_system: str = DEFAULT_SYSTEM, name: str = "qwen", notes: list[str] | None = None) -> None:
         if chat_format not in ("chatml", "raw"):
             raise ModelLoadError(f"unknown Qwen chat_format {chat_format!r} in generation_config.json",
                                  "use a Qwen (v1) chat checkpoint (chat_format 'chatml')")
@@ -142,6 +143,7 @@ class QwenFamily:
         self.max_context = max_context
         self.default_system = default_system
         self.name = name
+        self._notes = list(notes or [])  # about the checkpoint's files, in every view's warnings
         self._nl = tokenizer.encode("\n")
 
     @classmethod
@@ -149,13 +151,13 @@ class QwenFamily:
         model_dir = Path(model_dir)
         vocab = require_file(model_dir, "qwen.tiktoken", "the Qwen tokenizer's vocabulary")
         config = read_json(model_dir / "config.json")
-        gen = read_json(model_dir / "generation_config.json")
+        gen, note = read_generation_json(model_dir)
         tok_cfg = read_json(model_dir / "tokenizer_config.json")
         window = int_setting((gen, "max_window_size"), default=DEFAULT_MAX_WINDOW)
         context = max_context or int_setting((config, "seq_length"), (config, "max_position_embeddings"),
                                              (tok_cfg, "model_max_length"), default=None)
         return cls(QwenTokenizer.from_file(vocab), chat_format=gen.get("chat_format") or "chatml",
-                   max_window_size=window, max_context=context)
+                   max_window_size=window, max_context=context, notes=[note] if note else [])
 
     # -- tokens --------------------------------------------------------------
     truncation_rule = "make_context's window (whole rounds, oldest first)"
@@ -264,7 +266,7 @@ class QwenFamily:
             special=[self.tokenizer.is_special(i) for i in ids],
             spans=spans,
             dropped=dropped,
-            warnings=warnings,
+            warnings=[*self._notes, *warnings],
             max_context=self.max_context,
             stop_ids=self.stop_ids(),
         )

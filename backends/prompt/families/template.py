@@ -9,6 +9,7 @@ tokens (the template already wrote them).
 from __future__ import annotations
 
 from backends.core.errors import UsageError
+from backends.prompt.cancel import check_cancelled
 from backends.prompt.view import PromptView, Span, byte_level_decoder, piece_from_bytes
 
 
@@ -72,7 +73,7 @@ class ChatTemplateFamily:
     """Prompts built by the checkpoint's own Jinja chat template."""
 
     def __init__(self, tokenizer, *, name: str = "template", max_context: int | None = None,
-                 eos_ids: list[int] | None = None) -> None:
+                 eos_ids: list[int] | None = None, notes: list[str] | None = None) -> None:
         if not getattr(tokenizer, "chat_template", None):
             raise UsageError("this tokenizer has no chat template",
                              "use a chat/instruct checkpoint, or one whose family llm-tui knows")
@@ -81,6 +82,7 @@ class ChatTemplateFamily:
         self.max_context = max_context
         self._pieces = TokenPieces(tokenizer)
         self._eos_ids = list(eos_ids or [])
+        self._notes = list(notes or [])  # about the checkpoint's files, in every view's warnings
         self._prefix_cache: dict[tuple, str | None] = {}
         self._head: str | None = None
         self._vocab_cache: dict[str, int] | None = None
@@ -101,7 +103,9 @@ class ChatTemplateFamily:
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
                max_new_tokens: int | None = None) -> PromptView:
+        check_cancelled()
         text = self._text(messages, add_generation_prompt)
+        check_cancelled()  # before tokenizing: a long prompt's costliest step with the spans below
         ids, offsets = self.encode(text)
         view = PromptView(
             family=self.name,
@@ -113,7 +117,7 @@ class ChatTemplateFamily:
             max_context=self.max_context,
             stop_ids=self.stop_ids(),
         )
-        view.warnings.extend(self._warnings(messages, view, add_generation_prompt))
+        view.warnings.extend([*self._notes, *self._warnings(messages, view, add_generation_prompt)])
         return view
 
     def _spans(self, messages, text, offsets, add_generation_prompt) -> list[Span]:
@@ -124,6 +128,7 @@ class ChatTemplateFamily:
         """
         bounds: list[int] = []
         for k in range(1, len(messages) + 1):
+            check_cancelled()  # a template render per new prefix: many for a conversation not seen yet
             prefix = self._prefix_text(tuple((m["role"], m["content"]) for m in messages[:k]))
             if prefix is None or not text.startswith(prefix):
                 return self._spans_by_content(messages, text, offsets)
