@@ -5,7 +5,7 @@ the same machine state. The engine computes each token's probabilities as the
 app does (top_logprobs 5; --top-logprobs 0 turns them off). Prints tokens/s
 for each and the ratio (target >= 0.97).
 
-    python benchmarks/stream_overhead.py [--rounds 5] [--tokens 128] [--top-logprobs 5]
+    python benchmarks/stream_overhead.py [--rounds 5] [--tokens 128] [--top-logprobs 5] [--prompt-cache on|off]
 """
 
 from __future__ import annotations
@@ -86,14 +86,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--top-logprobs", type=int, default=5, help="alternatives per token the engine computes")
+    parser.add_argument("--prompt-cache", choices=("on", "off"), default="on",
+                        help="the engine keeps each turn's cache (the app's default) or reads every turn whole")
     args = parser.parse_args()
+    cache = args.prompt_cache == "on"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.rounds} rounds x {args.tokens} tokens, median")
     demo = ensure_demo()
     with tempfile.TemporaryDirectory() as tmp:
         tiny_dir = _setup.build_tiny_model(demo, Path(tmp) / "tiny", layers=1, hidden=32, suppress_eos=True)
-        tiny = open_model(ModelSpec(source=str(tiny_dir), engine="generate"))
+        tiny = open_model(ModelSpec(source=str(tiny_dir), engine="generate", prompt_cache=cache))
         compare("tiny (1 layer, random)", tiny, args.tokens * 4, args.rounds, args.top_logprobs)
-    handle = open_model(ModelSpec(engine="generate"))
+    handle = open_model(ModelSpec(engine="generate", prompt_cache=cache))
     compare("SmolLM2-135M (default)", handle, args.tokens, args.rounds, args.top_logprobs)
 
 
