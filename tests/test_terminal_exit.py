@@ -13,7 +13,7 @@ import time
 
 import pytest
 from terminal import TerminalApp, wait_until
-from test_terminal_keys import answered, short_replies, type_in_reads, user_messages
+from test_terminal_keys import first_turn, short_replies, type_in_reads, user_messages
 
 from backends.core.paths import data_dir
 
@@ -36,10 +36,7 @@ def test_sigterm_while_a_megabyte_arrives_as_keystrokes_ends_the_process_within_
     text = "The quick brown fox jumps over the lazy dog. " * 22_223  # 1 MB
     app = TerminalApp(str(tiny_model_dir))
     try:
-        wait_until(lambda: b"model 1:" in app.output, 120, "the model did not load", app)
-        app.type("said before\r")
-        wait_until(lambda: user_messages(db) == ["said before"], 20, "the first message was not sent", app)
-        wait_until(lambda: answered(db), 60, "the reply did not end", app)
+        first_turn(app, db, "said before")
         started = time.monotonic()
         type_in_reads(app, text + "\r")
         wait_until(lambda: len(user_messages(db)) == 2, 60, "the megabyte was not sent", app)
@@ -84,10 +81,7 @@ def test_quitting_ends_the_process_though_textual_shutdown_blocks(tiny_model_dir
     db = data_dir() / "llm-tui.sqlite3"
     app = TerminalApp(str(tiny_model_dir))
     try:
-        wait_until(lambda: b"model 1:" in app.output, 120, "the model did not load", app)
-        app.type("keep this\r")
-        wait_until(lambda: user_messages(db) == ["keep this"], 20, "the message was not sent", app)
-        wait_until(lambda: answered(db), 60, "the reply did not end", app)
+        first_turn(app, db, "keep this")
         shown = len(app.output)
         took = app.end_with("\x11" if how == "ctrl+q" else signal.SIGHUP)
         print(f"{how} with Textual's shutdown blocked: ended after {took:.2f} s")

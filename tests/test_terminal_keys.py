@@ -48,16 +48,20 @@ def answered(db) -> bool:
     return bool(last) and last[0].role == "assistant" and last[0].status != "partial"
 
 
+def first_turn(app: TerminalApp, db, text: str) -> None:
+    """Once the model has loaded, send ``text`` and wait for its reply to be stored to its end."""
+    wait_until(lambda: b"model 1:" in app.output, 120, "the model did not load", app)
+    app.type(text + "\r")
+    wait_until(lambda: user_messages(db) == [text], 20, "the first message was not sent", app)
+    wait_until(lambda: answered(db), 60, "the reply did not end", app)
+
+
 def test_bursts_pastes_and_esc_keep_every_character_in_order(tiny_model_dir):
     short_replies()
     db = data_dir() / "llm-tui.sqlite3"
     app = TerminalApp(str(tiny_model_dir))
     try:
-        wait_until(lambda: b"model 1:" in app.output, 120, "the model did not load", app)
-        # Text and Enter in one write: the Enter must not overtake the text.
-        app.type("Say hi\r")
-        wait_until(lambda: user_messages(db) == ["Say hi"], 20, "the burst was not sent", app)
-        wait_until(lambda: answered(db), 60, "the reply did not end", app)  # else the next is refused
+        first_turn(app, db, "Say hi")  # text and Enter in one write: the Enter must not overtake the text
         # A bracketed paste holding an escape sequence, then Enter, all in one write.
         app.type(f"{PASTE_START}AAA\x1b[31mBBB{PASTE_END}\r")
         wait_until(lambda: len(user_messages(db)) == 2, 20, "the paste was not sent", app)
