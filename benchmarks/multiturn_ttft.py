@@ -28,9 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 import _setup  # noqa: F401
 
 from backends.core.params import SamplingParams
+from backends.core.sequences import common_prefix
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model
-from backends.generation.runners.prompt_cache import common_prefix
 from backends.loading.forward_call import ForwardCall
 
 TOPICS = ["rivers", "mountains", "forests", "deserts", "oceans", "cities", "islands", "glaciers", "volcanoes",

@@ -15,9 +15,9 @@ from conftest import ROOT, build_tiny_model
 from server_stubs import ShapeServer
 
 from backends.core.params import SamplingParams
+from backends.core.sequences import common_prefix
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model
-from backends.generation.runners.prompt_cache import common_prefix
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
 

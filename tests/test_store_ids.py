@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from backends.core.errors import LlmTuiError
+from backends.core.sequences import common_prefix
 from backends.storage import idlists
 from backends.storage.export import conversation_json
 from backends.storage.migrations import MIGRATIONS, SCHEMA_VERSION
@@ -41,7 +42,8 @@ def test_a_list_kept_against_another_reads_back_exactly(shared, base_tail, tail)
 @given(token_ids, token_ids)
 def test_common_prefix_is_the_first_difference(a, b):
     naive = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
-    assert idlists.common_prefix(idlists.as_wide(a), idlists.as_wide(b)) == naive
+    assert common_prefix(idlists.as_wide(a), idlists.as_wide(b)) == naive  # arrays, as the store has them
+    assert common_prefix(a, b) == naive  # lists, as a prompt cache has them
 
 
 def test_widths_follow_the_largest_id():

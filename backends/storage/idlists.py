@@ -24,6 +24,8 @@ import sys
 import zlib
 from array import array
 
+from backends.core.sequences import common_prefix
+
 #: Flag in byte 0: the IDs are zlib-compressed.
 ZLIB = 0x80
 #: Compressing shorter payloads than this saves nothing worth the time.
@@ -93,21 +95,6 @@ def unpack(blob: bytes) -> tuple[int, array]:
     if not _LITTLE:
         numbers.byteswap()
     return keep, numbers
-
-
-def common_prefix(a, b) -> int:
-    """How many leading IDs ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    if a[:n] == b[:n]:  # the usual case, one comparison in C
-        return n
-    low, high = 0, n  # a[:low] == b[:low], a[:high] != b[:high]: halve the gap, each test in C
-    while high - low > 1:
-        middle = (low + high) // 2
-        if a[low:middle] == b[low:middle]:
-            low = middle
-        else:
-            high = middle
-    return low
 
 
 def as_wide(ids) -> array:

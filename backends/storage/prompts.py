@@ -32,6 +32,7 @@ from array import array
 from contextlib import contextmanager
 from typing import Iterator
 
+from backends.core.sequences import common_prefix
 from backends.storage import idlists
 
 #: The columns of a reply row that hold its IDs, in this order everywhere.
@@ -44,7 +45,7 @@ def encode(prompt, captured, base_position: int | None, base_ids: array | None) 
     if prompt is None:
         return None, None, None if captured is None else idlists.encode(captured, None)
     wide = idlists.as_wide(prompt)
-    keep = idlists.common_prefix(wide, base_ids) if base_ids is not None else 0
+    keep = common_prefix(wide, base_ids) if base_ids is not None else 0
     blob = idlists.pack(keep, wide[keep:])
     captured_blob = None if captured is None else idlists.encode(captured, wide)
     return (base_position if keep else None), blob, captured_blob

@@ -23,6 +23,7 @@ from rich.cells import cell_len, get_character_cell_size
 from rich.style import Style
 from rich.text import Text
 
+from backends.core.sequences import common_prefix
 from backends.prompt.check import PromptCheck
 from backends.prompt.view import PromptView, Span
 
@@ -72,20 +73,6 @@ def span_label(span: Span) -> str:
 
 _DROPPED, _LABEL, _TOKENS, _TEXT = range(4)
 _PLAIN = Style.null()
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two ID lists (compared in C-speed chunks)."""
-    n = min(len(a), len(b))
-    pos, chunk = 0, 4096
-    while pos < n:
-        end = min(pos + chunk, n)
-        if a[pos:end] != b[pos:end]:
-            while a[pos] == b[pos]:
-                pos += 1
-            return pos
-        pos = end
-    return n
 
 
 def _same_label(a: Span | None, b: Span | None) -> bool:

@@ -7,11 +7,11 @@ import threading
 from dataclasses import dataclass
 
 from backends.core.errors import UsageError
+from backends.core.sequences import common_prefix
 from backends.generation.compare.figures import PairFigures
 from backends.generation.compare.pairs import COMPARE_CHUNK, Reading, check_comparable, compare_reply
 from backends.generation.compare.replies import ReplyRun
 from backends.generation.compare.words import WordDiff, word_diff
-from backends.generation.runners.prompt_cache import common_prefix
 
 
 @dataclass(frozen=True)

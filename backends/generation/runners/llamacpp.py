@@ -26,7 +26,7 @@ from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.generation.runners.prefill import ChunkSizer, Stopped
-from backends.generation.runners.prompt_cache import common_prefix
+from backends.core.sequences import common_prefix
 from backends.prompt.view import PromptView
 
 

@@ -17,14 +17,7 @@ from __future__ import annotations
 
 import threading
 
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """How many leading IDs ``a`` and ``b`` share."""
-    n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+from backends.core.sequences import common_prefix
 
 
 def why_not_croppable(cache) -> str | None:
