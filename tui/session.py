@@ -230,14 +230,14 @@ class Recorder:
         if self.store is None or msg_id is None:
             return 1
         self.store.keep_as_branch(msg_id)
-        return len(self.store.branches_of(msg_id)) + 1
+        return self.store.branch_count(msg_id) + 1
 
     @_guarded
     def reply_count(self, msg_id: int | None) -> int:
         """How many replies the turn of ``msg_id`` has: the one in place and its branches."""
         if self.store is None or msg_id is None:
             return 1
-        return len(self.store.branches_of(msg_id)) + 1
+        return self.store.branch_count(msg_id) + 1
 
     @_guarded
     def step_branch(self, msg_id: int | None, step: int):

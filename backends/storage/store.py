@@ -360,7 +360,18 @@ class Store:
     def branches_of(self, msg_id: int) -> list[StoredBranch]:
         with self._lock:
             rows = self._db.execute("SELECT * FROM branches WHERE message_id = ? ORDER BY id", (msg_id,)).fetchall()
-            return [branch_of(r, prompts.ids_of(self._db, "branches", r["id"])) for r in rows]
+            if not rows:
+                return []
+            conv_id, position = self._db.execute("SELECT conversation_id, position FROM messages WHERE id = ?",
+                                                 (msg_id,)).fetchone()
+            # The turn's replies all start from a prompt before it: those are rebuilt once, not per branch.
+            bases = prompts.prompts_until(self._db, conv_id, position - 1)
+            return [branch_of(r, prompts.decode(r, bases)[1:]) for r in rows]
+
+    def branch_count(self, msg_id: int) -> int:
+        """How many other replies (branches) the turn of reply ``msg_id`` has."""
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM branches WHERE message_id = ?", (msg_id,)).fetchone()[0]
 
     def message(self, msg_id: int) -> StoredMessage:
         with self._lock:

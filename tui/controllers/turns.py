@@ -337,7 +337,7 @@ class Turns:
     def show_kept(self) -> None:
         """The meter shows what the active model's prompt cache keeps for the next turn."""
         cache = getattr(self.models.handle, "prompt_cache", None)
-        self.meter.show_kept(cache.tokens, cache.nbytes) if cache is not None else self.meter.show_kept(0, 0)
+        self.meter.show_kept(*((cache.tokens, cache.nbytes) if cache is not None else (0, 0)))
 
     def release_cache(self) -> None:
         """The conversation the kept cache was built from is gone (/clear, another one) or another

@@ -24,9 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
+from backends.core.sequences import common_prefix
 from backends.generation.runners.base import Sink
 from backends.generation.runners.prefill import ChunkSizer, Stopped
-from backends.core.sequences import common_prefix
 from backends.prompt.view import PromptView
 
 
