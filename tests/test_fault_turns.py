@@ -248,7 +248,7 @@ def test_a_pump_that_fails_stops_the_generation(long_handle):
 
 
 def test_past_the_context_is_refused_even_when_the_memory_estimate_fails(short_context_dir, monkeypatch, capsys):
-    from tui.headless import _check_turn_fits
+    from tui.turn_check import check_turn_fits
     from backends.core.errors import LlmTuiError
 
     handle = open_model(ModelSpec(source=str(short_context_dir)))
@@ -262,10 +262,10 @@ def test_past_the_context_is_refused_even_when_the_memory_estimate_fails(short_c
     plan = fit_module.plan_turn(handle, messages, over)
     assert plan.over == "context" and "no free-memory reading" in plan.estimate_error
     with pytest.raises(LlmTuiError, match="past the model's context of 256"):
-        _check_turn_fits(handle, messages, over)
+        check_turn_fits(handle, messages, over)
     within = fit_module.plan_turn(handle, messages, SamplingParams(max_new_tokens=8))
     assert within.fits and within.estimate_error  # sent, and said to be sent without the memory check
-    _check_turn_fits(handle, messages, SamplingParams(max_new_tokens=8))
+    check_turn_fits(handle, messages, SamplingParams(max_new_tokens=8))
     assert "memory not estimated" in capsys.readouterr().err
 
     async def scenario():

@@ -23,10 +23,10 @@ from backends.core.units import format_bytes
 from backends.generation.compare.replies import ReplyRun, generate_replies, schedule
 from backends.generation.compare.turn import PairOutcome, compare_turn
 from backends.generation.open import open_model, runs_on_llamacpp
-from backends.memory.fit import plan_turn
 from backends.prompt.families.base import token_pieces
 
 from .settings import LoadOptions, load_config, spec_for
+from .turn_check import check_turn_fits
 
 MIN_MODELS, MAX_MODELS = 2, 4
 #: ``@`` suffixes that set the dtype rather than the quantization.
@@ -97,21 +97,9 @@ def open_models(specs: list[ModelSpec], names: list[str], progress=None) -> list
 
 
 def check_fits(handles, messages: list[dict], params: SamplingParams) -> None:
-    """Each model's prompt plus its reply within that model's context (one line naming the model)."""
+    """Each model's prompt plus its reply within that model's context (each line naming the model)."""
     for number, handle in enumerate(handles, start=1):
-        fit = plan_turn(handle, messages, params)
-        if fit.estimate_error:
-            print(f"llm-tui: warning: model {number}: {fit.estimate_error}", file=sys.stderr)
-        if fit.fits:
-            continue
-        if fit.over == "context":
-            fixes = [f"--max-prompt-tokens {fit.budget} keeps the prompt within it by {fit.rule}"] \
-                if fit.can_truncate else []
-            if fit.reply_room:
-                fixes.append(f"--max-new-tokens {fit.reply_room} leaves the prompt whole")
-            raise LlmTuiError(f"model {number} ({label_of(handle)}): {fit.message}",
-                              "; ".join(fixes) or "the last message alone is too long for the context: shorten it")
-        print(f"llm-tui: warning: model {number} ({label_of(handle)}): {fit.message}", file=sys.stderr)
+        check_turn_fits(handle, messages, params, who=f"model {number} ({label_of(handle)}): ")
 
 
 def run_compare_command(args, messages: list[dict], params: SamplingParams, progress=None) -> int:

@@ -12,19 +12,19 @@ import threading
 
 from backends.checkpoint.demo import ensure_demo
 from backends.core.conversation import load_messages, validate_messages
-from backends.core.errors import LlmTuiError, UsageError, is_warning
+from backends.core.errors import UsageError, is_warning
 from backends.core.events import DoneEvent, TokenEvent, stats_parts
 from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model, open_prompt_side, runs_on_llamacpp
-from backends.memory.fit import plan_turn
 from backends.prompt.truncation import render_within
 from backends.storage.catalog import list_models
 
 from .compare_command import run_compare_command
 from .profile_command import run_profile_command
 from .settings import LoadOptions, load_config, spec_for
+from .turn_check import check_turn_fits
 
 
 def spec_from_args(args) -> ModelSpec:
@@ -80,7 +80,7 @@ def cmd_run(args) -> int:
     params = params_from_args(args)
     spec = spec_from_args(args)
     handle = open_model(spec, _progress_printer())
-    _check_turn_fits(handle, messages, params)
+    check_turn_fits(handle, messages, params)
     out = sys.stdout
     safe = visible_text if out.isatty() else (lambda s: s)
     generation = handle.stream(messages, params, threading.Event())
@@ -123,24 +123,6 @@ def cmd_run(args) -> int:
         print(f"llm-tui: error: {done.error}", file=sys.stderr)
         return 1
     return 130 if interrupted else 0
-
-
-def _check_turn_fits(handle, messages: list[dict], params: SamplingParams) -> None:
-    """A turn past the model's context is refused (one line naming the numbers and the flags
-    that fix it, exit 1); one that may not fit in memory gets a warning on stderr."""
-    fit = plan_turn(handle, messages, params)  # the context is always checked; a failed estimate is said
-    if fit.estimate_error:
-        print(f"llm-tui: warning: {fit.estimate_error}", file=sys.stderr)
-    if fit.fits:
-        return
-    fixes = [f"--max-prompt-tokens {fit.budget} keeps the prompt within it by {fit.rule}"] if fit.can_truncate else []
-    if fit.over == "context":
-        if fit.reply_room:
-            fixes.append(f"--max-new-tokens {fit.reply_room} leaves the prompt whole")
-        if not fixes:
-            fixes.append("the last message alone is too long for the context: shorten it")
-        raise LlmTuiError(fit.message, "; ".join(fixes))
-    print(f"llm-tui: warning: {fit.message}" + (f"; {fixes[0]}" if fixes else ""), file=sys.stderr)
 
 
 def _stats_line(done) -> str:
