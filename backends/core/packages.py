@@ -7,6 +7,8 @@ import functools
 import importlib
 import importlib.util
 
+from backends.core.errors import error_line
+
 
 def installed(module: str) -> bool:
     try:
@@ -28,8 +30,7 @@ def import_problem(module: str) -> str | None:
     try:
         importlib.import_module(module)
     except Exception as err:  # whatever the native loader raises: it does not load
-        text = str(err).strip().splitlines()
-        return f"{type(err).__name__}: {text[0][:200]}" if text else type(err).__name__
+        return error_line(err)
     return None
 
 
