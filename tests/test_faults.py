@@ -203,6 +203,7 @@ def test_a_damaged_database_is_reported_and_left_alone_then_moved_aside(tiny_han
         app = LlmTuiApp(AppSettings(resume="latest", store_path=str(db)), handles={0: tiny_handle})
         async with app.run_test(size=(120, 36)) as pilot:
             await wait_loaded(pilot, app)
+            await wait_for(pilot, lambda: app.sessions.store_ready)  # the database is opened in a worker
             assert app.recorder.store is None and "not saved" in app.status.info.alert
             app.turns.params = app.turns.params.with_value("max_new_tokens", "4")
             await send(pilot, app, "hello")  # the chat goes on

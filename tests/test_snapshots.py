@@ -78,6 +78,7 @@ def make_app(snap_handle, models=None) -> LlmTuiApp:
 async def settle(pilot, draft: str = "And for a tuple?") -> None:
     app = pilot.app
     await wait_for(pilot, lambda: app.models.handle is not None)
+    await wait_for(pilot, lambda: app.sessions.store_ready and not app.sessions.loading)  # --resume is read in a worker
     app.input.load_text(draft)
     await wait_for(pilot, lambda: app.inspector.view is not None and app.input.text == draft
                    and app.status.info.context_used == len(app.inspector.view.ids))
