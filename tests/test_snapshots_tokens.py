@@ -13,7 +13,7 @@ import sqlite3
 import time
 
 import pytest
-from app_helpers import one_torch_thread, snap_model_dir  # noqa: F401
+from app_helpers import one_torch_thread, snap_model_dir, wait_for  # noqa: F401
 from test_snapshots import FIXED_TIME, SIZES, STATS, make_app, settle, snap_handle  # noqa: F401
 
 from backends.core.params import SamplingParams
@@ -61,10 +61,16 @@ def token_chat(monkeypatch, replies):
     time.tzset()
 
 
-async def on_tokens(pilot, *keys: str) -> None:
+async def on_tokens(pilot, *keys: str, without_stop: bool = False) -> None:
+    """Press ``keys`` in the chat; ``without_stop``: then wait until the footer has dropped the app's
+    "esc Stop" (the cursor's Esc leaves the tokens), which a loaded machine redraws late."""
+    from textual.widgets._footer import FooterKey
+
     await settle(pilot, "")
     pilot.app.chat.focus()
     await pilot.press(*keys)
+    if without_stop:
+        await wait_for(pilot, lambda: all(k.action != "stop" for k in pilot.app.query(FooterKey)))
     await pilot.pause(0.1)
 
 
@@ -88,6 +94,6 @@ def test_output_view(snap_compare, snap_handle, token_chat, size):
 def test_branched_turn(snap_compare, snap_handle, token_chat, size):
     """The second reply of the turn: its label says so, and [ brings the first back."""
     async def run_before(pilot):
-        await on_tokens(pilot, "v", "l", "l")
+        await on_tokens(pilot, "v", "l", "l", without_stop=True)
 
     assert snap_compare(make_app(snap_handle), terminal_size=size, run_before=run_before)
