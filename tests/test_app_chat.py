@@ -18,7 +18,7 @@ from app_helpers import (  # noqa: F401
 
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
-from tui.widgets.chat import SHOWN_CHARS, Notice, Reply, UserMessage
+from tui.widgets.reply import SHOWN_CHARS, Notice, Reply, UserMessage
 
 
 def greedy(app, max_new_tokens: int = 24) -> None:

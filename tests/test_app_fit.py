@@ -18,7 +18,7 @@ from backends.memory.weights import weights_on
 from tui.app import LlmTuiApp
 from tui.screens.fit import FitScreen
 from tui.settings import AppSettings
-from tui.widgets.chat import Reply, UserMessage
+from tui.widgets.reply import Reply, UserMessage
 
 LAST = "and what about the last question?"
 

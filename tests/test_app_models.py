@@ -16,7 +16,7 @@ from app_helpers import (  # noqa: F401
 
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings, LoadOptions, spec_for
-from tui.widgets.chat import Reply
+from tui.widgets.reply import Reply
 
 
 def test_switching_models_mid_conversation(tiny_pair):

@@ -18,7 +18,7 @@ from backends.profile.measure import ProfileRow
 from tui.app import LlmTuiApp
 from tui.screens.memory import MemoryPlot, MemoryScreen
 from tui.settings import AppSettings
-from tui.widgets.chat import Notice, UserMessage
+from tui.widgets.reply import Notice, UserMessage
 from tui.widgets.profile_table import profile_table
 
 #: KV bytes per token of the tiny Llama: 2 layers x 2 KV heads x head_dim 16 x K and V x fp32.

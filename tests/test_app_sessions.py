@@ -25,7 +25,7 @@ from backends.core.paths import data_dir
 from backends.storage.store import Store
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
-from tui.widgets.chat import Reply, UserMessage
+from tui.widgets.reply import Reply, UserMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -178,3 +178,46 @@ def test_recorder_keeps_the_store_in_step_with_the_chat(tmp_path):
     stored = recorder.store.load_conversation(recorder.conversation_id)
     assert [m.content for m in stored.messages] == ["one", "two", "again"]
     assert stored.model == "m2" and stored.meta == {"family": "y"}
+
+
+def test_a_long_conversation_opens_from_its_end_and_shows_earlier_messages_on_home(tiny_handle, tmp_path):
+    """Only the last SHOWN_AT_OPEN messages are put on screen; the rest wait behind a line, come
+    in a page at a time with Home, and are all in the conversation (sent, saved) meanwhile."""
+    from tui.widgets.chat import EARLIER_PAGE, SHOWN_AT_OPEN, Earlier
+
+    turns = (SHOWN_AT_OPEN + EARLIER_PAGE) // 2 + 3  # more than two pages above the screen
+    db = tmp_path / "long.sqlite3"
+    with Store(db) as store:
+        conv = store.new_conversation(model="tiny")
+        for n in range(turns):
+            store.add_message(conv, "user", f"question {n}")
+            store.add_message(conv, "assistant", f"answer {n}", model=f"model-{n % 3}")
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(store_path=str(db), resume=str(conv)), handles={0: tiny_handle})
+        async with app.run_test(size=(100, 30)) as pilot:
+            await wait_for(pilot, lambda: app.sessions.store_ready and not app.sessions.loading)
+            total = 2 * turns
+            on_screen = lambda: [w.text for w in app.chat.query("UserMessage, Reply")]  # noqa: E731
+            assert len(on_screen()) == SHOWN_AT_OPEN and on_screen()[-1] == f"answer {turns - 1}"
+            assert app.chat.earlier_count == total - SHOWN_AT_OPEN
+            assert str(app.chat.query_one(Earlier).render()) == \
+                f"▲ {total - SHOWN_AT_OPEN} earlier messages · scroll up to show {EARLIER_PAGE} more, Home for all"
+            # Off screen is not out of the conversation: the next prompt and a move to a new database have all.
+            assert len([m for m in app.turns.conversation.messages if m["role"] != "system"]) == total
+            assert [model for role, _, model in app.turns.messages_to_save() if role == "assistant"] == \
+                [f"model-{n % 3}" for n in range(turns)]
+
+            first = app.chat.query(UserMessage).first()
+            app.chat.scroll_home(animate=False)  # scrolled up to the top: one page more
+            await wait_for(pilot, lambda: len(on_screen()) == SHOWN_AT_OPEN + EARLIER_PAGE)
+            assert app.chat.earlier_count == total - SHOWN_AT_OPEN - EARLIER_PAGE
+            # ... and what was at the top stays there, not pushed down by what came in above it.
+            await wait_for(pilot, lambda: 0 <= first.virtual_region.y - app.chat.scroll_y <= 1)  # its margin
+            app.chat.focus()
+            await pilot.press("home")  # the conversation's start: all of it
+            await wait_for(pilot, lambda: len(on_screen()) == total and app.chat.scroll_y == 0)
+            assert on_screen() == [t for n in range(turns) for t in (f"question {n}", f"answer {n}")]
+            assert not app.chat.query(Earlier) and app.chat.earlier_count == 0
+
+    asyncio.run(scenario())

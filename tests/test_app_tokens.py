@@ -12,7 +12,7 @@ from app_helpers import command, screen_text, send, wait_for, wait_loaded
 from backends.storage.store import Store
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
-from tui.widgets.chat import Notice
+from tui.widgets.reply import Notice
 
 pytestmark = pytest.mark.anyio
 QUESTION = "What is the capital of France?"

@@ -25,7 +25,7 @@ from tui.messages import LoadProgress, TokensArrived
 from tui.pump import pump_generation
 from tui.screens.fit import FitScreen
 from tui.settings import AppSettings
-from tui.widgets.chat import Notice
+from tui.widgets.reply import Notice
 from tui.widgets.status import StatusBar
 
 

@@ -19,7 +19,7 @@ from backends.generation.open import open_model
 from backends.server.client import ServerError
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
-from tui.widgets.chat import Notice
+from tui.widgets.reply import Notice
 
 ROOT = Path(__file__).resolve().parent.parent
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]

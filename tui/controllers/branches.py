@@ -14,7 +14,7 @@ from backends.core.errors import UsageError
 from backends.generation.branch import branch_prefix
 
 from ..session import Recorder
-from ..widgets.chat import Reply
+from ..widgets.reply import Reply
 from .turns import Replaced, TurnRequest, Turns, made_by
 
 

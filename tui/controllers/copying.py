@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from backends.core.sanitize import visible_text
 
-from ..widgets.chat import ChatLog, last_code_block
+from ..widgets.chat import ChatLog
+from ..widgets.reply import last_code_block
 
 
 def copy_reply(app, chat: ChatLog) -> None:

@@ -16,7 +16,8 @@ from textual.widgets import Static
 
 from backends.core.errors import error_line
 
-from ..widgets.chat import ChatLog, Reply
+from ..widgets.chat import ChatLog
+from ..widgets.reply import Reply
 from ..widgets.inspector import Inspector
 from ..widgets.token_view import legend, output_lines, token_line
 

@@ -11,7 +11,6 @@ returns an event to wait for before unloading), ``on_activated`` and
 
 from __future__ import annotations
 
-import gc
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -22,6 +21,7 @@ from backends.checkpoint.locate import locate
 from backends.core.errors import RemoteCodeRefused, is_warning
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model
+from backends.hardware.release import freeze_heap, thaw_heap
 
 from ..messages import LoadProgress, ModelReady, NeedsConsent
 from ..screens.consent import ConsentScreen
@@ -131,7 +131,7 @@ class ModelRegistry:
             self._warn(f"the reply did not stop within {SWITCH_WAIT_SECONDS:.0f} s: the model it runs on is "
                        "kept until it does")
         if unload:
-            gc.unfreeze()  # let the collector see the old model's cycles again
+            thaw_heap()  # the old model's cycles are collected again
         for handle in unload:
             if not handle.unload(wait=SWITCH_WAIT_SECONDS):  # never frees what a thread still uses
                 self._warn(f"{handle.info.label} is still in use by a step that did not stop: its memory is "
@@ -146,13 +146,7 @@ class ModelRegistry:
             folder = locate(spec).path
             self.app.post_message(NeedsConsent(index, str(folder), code_files(folder)))
             return
-        # Hide the long-lived heap (torch, transformers, the weights' wrappers) from the cyclic
-        # collector: a full collection over it stalls the screen for hundreds of milliseconds in
-        # the middle of a reply. Once per load, after a collection, so garbage of the time before
-        # is not kept for good (switching between loaded models freezes nothing more).
-        gc.unfreeze()
-        gc.collect()
-        gc.freeze()
+        freeze_heap()  # once per load: a full collection over torch's heap would freeze the screen
         self.app.post_message(ModelReady(index, handle))
 
     def _warn(self, text: str) -> None:

@@ -30,7 +30,7 @@ from ..messages import ConversationLoaded, StoreOpened
 from ..screens.damaged_store import DamagedStoreScreen
 from ..screens.sessions import SessionsScreen
 from ..session import Recorder
-from ..widgets.chat import Notice
+from ..widgets.reply import Notice
 from .turns import Turns
 
 NOT_SAVING = "conversations are not saved: the database is damaged (F3)"

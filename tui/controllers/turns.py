@@ -30,7 +30,8 @@ from ..messages import ConversationChanged, TurnDone, TurnStarted, TurnWontFit
 from ..pump import pump_generation
 from ..screens.fit import FitScreen
 from ..session import Recorder
-from ..widgets.chat import Reply, UserMessage
+from ..widgets.chat import Saved
+from ..widgets.reply import Reply, UserMessage
 from .registry import ModelRegistry
 
 _STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
@@ -467,14 +468,16 @@ class Turns:
             self.params = stored.sampling_params()
         self.status.set(budget=self.params.max_prompt_tokens)
         await self.chat.clear(keep)
+        saved = []
         for m in stored.messages:
             if m.role == "user":
-                self.chat.add_user(m.content)
+                saved.append(Saved("user", m.content))
             elif m.role == "assistant":
                 place = 1 + sum(b.created < m.created for b in m.branches)  # replies go oldest first
-                await self.chat.add_reply(m.model or stored.model or "", m.content, status=m.status, stats=m.stats,
-                                          tokens=m.tokens, message_id=m.id,
-                                          branch=(place, len(m.branches) + 1) if m.branches else None)
+                saved.append(Saved("assistant", m.content, m.model or stored.model or "", {
+                    "status": m.status, "stats": m.stats, "tokens": m.tokens, "message_id": m.id,
+                    "branch": (place, len(m.branches) + 1) if m.branches else None}))
+        await self.chat.show_saved(saved)
         self.changed()
 
     def set_system(self, text: str | None) -> None:
@@ -506,12 +509,12 @@ class Turns:
 
     def messages_to_save(self) -> list[tuple[str, str, str | None]]:
         """The conversation as ``(role, text, model)``, to save it into a new database."""
-        replies = iter(self.chat.query(Reply))
+        models = iter(self.chat.reply_models())  # earlier replies not on screen included
         out = []
         for m in self.conversation.messages:
             if m["role"] == "system":
                 continue
-            model = next(replies).model if m["role"] == "assistant" else None
+            model = next(models) if m["role"] == "assistant" else None
             out.append((m["role"], m["content"], model))
         return out
 

@@ -1,223 +1,61 @@
 """The chat log: user messages, streamed replies (one Markdown each) and one-line notices.
 
-Model text is passed through ``visible_text`` before it reaches a widget, so
-escape sequences show as ␛ and are never sent to the terminal; it goes into
-Markdown or ``Content`` objects, never into console markup.
+A reopened conversation is shown from its end: the last ``SHOWN_AT_OPEN``
+messages are put on screen, a few at a time, and the earlier ones wait above
+them behind a line that says how many there are; Home (or scrolling to the
+top) puts the next ``EARLIER_PAGE`` of them on screen. Every widget on screen
+costs layout time on each frame, so a long conversation opened whole would
+freeze the screen for as long as it takes to lay it out (measured here: half a
+second for 100 turns).
 """
 
 from __future__ import annotations
 
-import re
-import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, field
 
 from textual.binding import Binding
-from textual.containers import Vertical, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.widgets import Markdown, Static
+from textual.widgets import Static
 
-from backends.core.events import stats_parts
-from backends.core.sanitize import visible_text
-
-from ..messages import TokensArrived
-from ..pump import Pace
-from .token_pane import TokenPane
+from .reply import Notice, Reply, UserMessage
 from .token_view import word_starts
 
-#: Longer user messages are shown cut (the model still gets all of it), so a
-#: huge paste cannot stall the screen.
-SHOWN_CHARS = 20_000
-
-#: Streamed text reaches the screen at most this often …
-MIN_FLUSH_INTERVAL = 0.05
-#: … and less often when drawing costs more than this share of one core. The
-#: UI thread holds the GIL while it draws, which slows generation by about as
-#: much, so the screen's share is kept small; the cost is measured, not guessed.
-UI_SHARE = 0.02
-#: Never fewer than two screen updates a second, however costly they are.
-MAX_FLUSH_INTERVAL = 0.5
-
-_FENCE = re.compile(r"^(```|~~~)[^\n]*\n(.*?)^\1[ \t]*$", re.M | re.S)
+#: Messages put on screen when a saved conversation is opened, and at each step back.
+SHOWN_AT_OPEN = 20
+EARLIER_PAGE = 20
+#: Messages mounted at once; the screen is drawn between two batches.
+MOUNT_BATCH = 4
 
 
-def shown(text: str, limit: int | None = SHOWN_CHARS) -> str:
-    safe = visible_text(text)
-    if limit is not None and len(safe) > limit:
-        return safe[:limit] + f"\n… ({len(safe) - limit:,} more characters not shown)"
-    return safe
+@dataclass(frozen=True)
+class Saved:
+    """A stored message not yet on screen: who said it, the text, and for a reply its model
+    and ``Reply``'s other arguments (status, stats, tokens, message_id, branch)."""
+
+    role: str
+    text: str
+    model: str = ""
+    reply: dict = field(default_factory=dict)
+
+    def widget(self) -> UserMessage | Reply:
+        if self.role == "user":
+            return UserMessage(self.text)
+        return Reply(self.model, self.text, **self.reply)
 
 
-def last_code_block(text: str) -> str | None:
-    blocks = _FENCE.findall(text)
-    return blocks[-1][1] if blocks else None
+class Earlier(Static):
+    """The line above the messages on screen: how many earlier ones wait, and how to see them."""
 
+    def show_count(self, count: int) -> None:
+        more = min(count, EARLIER_PAGE)
+        self.update(Content(f"▲ {count:,} earlier message{'s' if count != 1 else ''} · "
+                            + ("scroll up or Home to show them" if more == count else
+                               f"scroll up to show {more} more, Home for all")))
 
-def stats_line(model: str | None, stats: dict | None, stop_reason: str | None) -> str:
-    parts = [model] if model else []
-    parts += stats_parts(stats or {}, ("new", "ttft", "rate", "cached"))
-    if stop_reason:
-        parts.append({"eos": "done", "length": "hit max_new_tokens"}.get(stop_reason, stop_reason))
-    return " · ".join(parts)
-
-
-class UserMessage(Static):
-    def __init__(self, text: str) -> None:
-        super().__init__(Content(shown(text)), classes="message user")
-        self.text = text
-
-
-class Notice(Static):
-    """One line of feedback: a bad command, a saved file, an error."""
-
-    def __init__(self, text: str, *, error: bool = False) -> None:
-        super().__init__(Content(visible_text(text)), classes="notice -error" if error else "notice")
-
-
-class Reply(Vertical):
-    """One assistant reply: a Markdown fed by a MarkdownStream while it streams.
-
-    While it streams, the generation's pump posts ``TokensArrived`` to it
-    directly; ``pace`` tells the pump how often it wants them, and
-    ``on_progress(n_tokens)`` (when set) hears how far it got.
-    """
-
-    def __init__(self, model: str, text: str = "", *, status: str | None = None,
-                 stats: dict | None = None, tokens: list | None = None, message_id: int | None = None,
-                 branch: tuple[int, int] | None = None) -> None:
-        super().__init__(classes="message reply")
-        self.model = model
-        #: Whose token IDs these are (model, engine, weights); a branch goes on from them only there.
-        #: None for replies saved before it was kept: then the model's name is all there is.
-        self.made_by: str | None = (stats or {}).get("made_by")
-        self.stats = stats  # the figures of the finished reply, as saved
-        self.message_id = message_id  # its row in the database, where its branches hang
-        self.branch = branch  # (which, of how many) when the turn has other replies
-        self.text = text
-        self.status = status
-        self._stream = None
-        self._pending: list[str] = []
-        self._last_flush: tuple[float, float] | None = None  # (wall, UI thread CPU) at the last flush
-        self._flush_timer = None
-        self.flush_interval = MIN_FLUSH_INTERVAL  # seconds between screen updates, kept within UI_SHARE
-        self._markdown = Markdown(shown(text, None) if text else None, open_links=False)
-        self._token_view = TokenPane(classes="tokens")  # the reply token by token (colours, cursor)
-        self._token_view.display = False
-        self._stats = Static(classes="stats")
-        self._initial_stats = stats
-        self.n_tokens = 0
-        #: The reply's tokens as they came (``TokenEvent``s, or stored tokens when reopened): IDs, texts,
-        #: probabilities. Empty where the engine gave text only, or for replies saved before.
-        self.tokens: list = list(tokens or [])
-        self.pace = Pace()
-        self.on_progress: Callable[[int], None] | None = None
-        self._frozen = status is not None  # a finished reply takes no more text
-
-    def compose(self):
-        yield self._markdown
-        yield self._token_view
-        yield self._stats
-
-    def show_tokens(self, *, colour: bool, cursor: int | None = None) -> bool:
-        """Draw the reply token by token (coloured by probability, with a cursor), or as Markdown
-        again when neither is wanted; False when it has no tokens to draw."""
-        wanted = bool(self.tokens) and (colour and self.status is not None or cursor is not None)
-        self._markdown.display = not wanted
-        self._token_view.display = wanted
-        if wanted:
-            self._token_view.show(self.tokens, colour=colour, cursor=cursor)
-        return bool(self.tokens)
-
-    def cursor_widget(self):
-        """What to scroll into view for the token cursor: its chunk of the reply, else the reply."""
-        return self._token_view.cursor_widget() or self
-
-    def on_mount(self) -> None:
-        if self.status is None:
-            self.set_stats(f"{self.model} · generating…")
-            self.add_class("-streaming")
-        else:
-            self._show_end(self.status, self._initial_stats, self._initial_stats.get("stop_reason")
-                           if self._initial_stats else None)
-
-    def set_stats(self, text: str) -> None:
-        self._stats.update(Content(visible_text(text)))
-
-    async def on_tokens_arrived(self, message: TokensArrived) -> None:
-        if self._frozen:
-            return  # the turn was abandoned: what it had is saved, and shown
-        self.tokens.extend(message.tokens)
-        await self.write(message.text, message.n_tokens)
-        self.pace.interval = self.flush_interval
-
-    def freeze(self) -> None:
-        """Take no more streamed text (the turn was abandoned; what is shown is what is saved)."""
-        self._frozen = True
-
-    async def write(self, delta: str, n_tokens: int) -> bool:
-        """Take streamed text; returns True when it was put on screen now."""
-        self.text += delta
-        self.n_tokens += n_tokens
-        self._pending.append(visible_text(delta))
-        wait = 0.0
-        if self._last_flush is not None:
-            wall, cpu = self._last_flush
-            # What the UI thread spent since the last update (drawing it included) sets the pace.
-            spent = time.thread_time() - cpu
-            self.flush_interval = min(MAX_FLUSH_INTERVAL, max(MIN_FLUSH_INTERVAL, spent / UI_SHARE))
-            wait = wall + self.flush_interval - time.perf_counter()
-        if wait > 0:
-            if self._flush_timer is None:
-                self._flush_timer = self.set_timer(wait, self._flush)
-            return False
-        await self._flush()
-        return True
-
-    async def _flush(self) -> None:
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-        if not self._pending:
-            return
-        text = "".join(self._pending)
-        self._pending.clear()
-        self._last_flush = (time.perf_counter(), time.thread_time())
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self._markdown)
-        await self._stream.write(text)
-        if self.on_progress is not None:
-            self.on_progress(self.n_tokens)
-
-    async def finish(self, text: str, status: str, stats: dict | None, stop_reason: str | None) -> None:
-        """End of the reply: one full update puts back what streaming may have missed (code fences)."""
-        self._frozen = True
-        if self._flush_timer is not None:
-            self._flush_timer.stop()
-            self._flush_timer = None
-        self._pending.clear()
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
-        self.text = text
-        self.stats = stats
-        await self._markdown.update(shown(text, None))
-        self._show_end(status, stats, stop_reason)
-
-    def _show_end(self, status: str, stats: dict | None, stop_reason: str | None) -> None:
-        self.status = status
-        self.remove_class("-streaming")
-        line = stats_line(self.model, stats, stop_reason if status == "complete" else None)
-        if self.branch is not None:
-            line += f" · branch {self.branch[0]} of {self.branch[1]} ([ ])"
-        if self.text and not self.text.strip():
-            line += f" · the reply is only whitespace ({len(self.text)} characters)"
-        if status in ("stopped", "partial"):
-            line += " · stopped" if status == "stopped" else " · interrupted"
-            self.add_class("-stopped")
-        elif status == "error":
-            self.add_class("-error")
-        self.set_stats(line)
+    def on_click(self) -> None:
+        self.post_message(ChatLog.ShowEarlier())
 
 
 class ChatLog(VerticalScroll, can_focus=True):
@@ -268,6 +106,12 @@ class ChatLog(VerticalScroll, can_focus=True):
         rank: int
 
     @dataclass
+    class ShowEarlier(Message):
+        """Put the next page of earlier messages on screen (``every``: all of them, then the top)."""
+
+        every: bool = False
+
+    @dataclass
     class BranchStep(Message):
         """Show the turn's next (``step`` 1) or previous (-1) branch in place of ``reply``."""
 
@@ -278,6 +122,8 @@ class ChatLog(VerticalScroll, can_focus=True):
         super().__init__(**kwargs)
         self.colour = False
         self.cursor: tuple[Reply, int] | None = None
+        self._earlier: list[Saved] = []  # oldest first; the last of them is just above the screen's first
+        self._marker: Earlier | None = None
 
     def add_user(self, text: str) -> UserMessage:
         message = UserMessage(text)
@@ -318,10 +164,89 @@ class ChatLog(VerticalScroll, can_focus=True):
     async def clear(self, keep: tuple = ()) -> None:
         """Remove every message but those in ``keep``."""
         self.action_leave()
+        self._earlier, self._marker = [], None
         if keep:
             await self.remove_children([child for child in self.children if child not in keep])
         else:
             await self.remove_children()
+
+    # -- a saved conversation, shown from its end -----------------------------------------------
+
+    async def show_saved(self, saved: list[Saved]) -> None:
+        """Put a saved conversation on screen after what it holds: its last ``SHOWN_AT_OPEN``
+        messages, the rest behind the ``Earlier`` line."""
+        self._earlier = list(saved[:-SHOWN_AT_OPEN])
+        if self._earlier:
+            self._marker = Earlier(classes="earlier")
+            self._marker.show_count(len(self._earlier))
+            await self.mount(self._marker)
+        await self._mount_saved(saved[-SHOWN_AT_OPEN:])
+        self.anchor()
+
+    @property
+    def earlier_count(self) -> int:
+        """Messages of the conversation not on screen yet (above the first one that is)."""
+        return len(self._earlier)
+
+    def reply_models(self) -> list[str]:
+        """The model of each reply of the conversation, oldest first, on screen or not."""
+        return [s.model for s in self._earlier if s.role != "user"] + [r.model for r in self.query(Reply)]
+
+    async def show_earlier(self, every: bool = False) -> None:
+        """Put the next ``EARLIER_PAGE`` earlier messages on screen, keeping what was on top in view;
+        ``every``: all of them, and go to the first."""
+        if not self._earlier or self._marker is None:
+            return
+        size = len(self._earlier) if every else EARLIER_PAGE
+        page, self._earlier = self._earlier[-size:], self._earlier[:-size]
+        first = self._marker
+        widgets = await self._mount_saved(page, after=self._marker)
+        top = widgets[-1] if widgets else first
+        if self._earlier:
+            self._marker.show_count(len(self._earlier))
+        else:
+            await self._marker.remove()
+            self._marker = None
+        if every:
+            self.call_after_refresh(self.scroll_home, animate=False)
+        else:
+            self.call_after_refresh(self._keep_in_view, top)
+
+    def _keep_in_view(self, above) -> None:
+        """After a page went in above: the message that was at the top stays there."""
+        children = list(self.children)
+        if above in children and children.index(above) + 1 < len(children):
+            self.scroll_to_widget(children[children.index(above) + 1], top=True, animate=False)
+
+    async def _mount_saved(self, saved: list[Saved], after=None) -> list:
+        mounted: list = []
+        for start in range(0, len(saved), MOUNT_BATCH):
+            batch = [s.widget() for s in saved[start:start + MOUNT_BATCH]]
+            if after is None:
+                await self.mount_all(batch)
+            else:
+                await self.mount_all(batch, after=mounted[-1] if mounted else after)
+            mounted += batch
+        if self.colour:
+            for widget in mounted:
+                if isinstance(widget, Reply):
+                    widget.show_tokens(colour=True)
+        return mounted
+
+    def on_chat_log_show_earlier(self, message: "ChatLog.ShowEarlier") -> None:
+        message.stop()
+        self.run_worker(self.show_earlier(message.every), group="earlier")
+
+    def watch_scroll_y(self, old: float, new: float) -> None:
+        super().watch_scroll_y(old, new)
+        if new <= 0 < old and self._earlier:  # scrolled up to the top: what is above comes in
+            self.post_message(self.ShowEarlier())
+
+    def action_scroll_home(self) -> None:
+        if self._earlier:  # the conversation's start: what is not on screen yet comes in first
+            self.post_message(self.ShowEarlier(every=True))
+        else:
+            super().action_scroll_home()
 
     def move_to_end(self, widgets) -> None:
         """Put ``widgets`` after everything else, in their order."""
@@ -379,10 +304,14 @@ class ChatLog(VerticalScroll, can_focus=True):
         if later:
             self._move(reply, later[0] if step > 0 else later[-1])
 
-    def action_reply(self, step: int) -> None:
+    async def action_reply(self, step: int) -> None:
         replies = self._replies()
         reply, _ = self.cursor
         position = replies.index(reply) + step if reply in replies else len(replies) - 1
+        while position < 0 and self._earlier:  # before the first reply on screen: bring earlier ones in
+            await self.show_earlier()
+            replies = self._replies()
+            position = replies.index(reply) + step
         if 0 <= position < len(replies):
             self._move(replies[position], 0)
 
