@@ -46,7 +46,9 @@ def hand_figures(reference, other, reply_ids: list[int]) -> dict[str, list]:
     log_p, log_q = logprobs(*reference), logprobs(*other)
     p = log_p.exp()
     targets = torch.tensor(reply_ids).unsqueeze(1)
+    top = log_q.topk(3, dim=-1)
     return {"kl": (p * (log_p - log_q)).sum(dim=-1).tolist(),
+            "top_other": [list(zip(i, v)) for i, v in zip(top.indices.tolist(), top.values.tolist())],
             "top1_agree": (log_p.argmax(-1) == log_q.argmax(-1)).tolist(),
             "logprob_ref": log_p.gather(1, targets).squeeze(1).tolist(),
             "logprob_other": log_q.gather(1, targets).squeeze(1).tolist()}
@@ -177,6 +179,29 @@ def test_other_weights_give_a_positive_kl_at_every_token(tiny_handle, other_seed
     expected = hand_figures((tiny_handle, prompt), (other, prompt), reply)
     assert_close(figures.kl, expected["kl"], 1e-6)
     assert all(kl > 1e-3 for kl in figures.kl)
+
+
+def test_the_other_models_likeliest_tokens_and_each_reply_read_under_the_reference(tiny_handle, other_seed_dir):
+    """The side-by-side token view's figures: at each token, the other model's top K (as by hand);
+    and the other model's own reply read by it and by the reference, KL(P_other ‖ P_ref) per token."""
+    from backends.generation.compare.turn import read_under_reference
+
+    other = open_model(ModelSpec(source=str(other_seed_dir)))
+    runs = generate_replies([tiny_handle, other], QUESTION, GREEDY)
+    (pair,) = compare_turn(runs, top_k=3)
+    expected = hand_figures((tiny_handle, runs[0].prompt_ids), (other, runs[0].prompt_ids), runs[0].reply_ids)
+    assert [[i for i, _ in row] for row in pair.figures.top_other] == \
+        [[i for i, _ in row] for row in expected["top_other"]]
+    assert_close([v for row in pair.figures.top_other for _, v in row],
+                 [v for row in expected["top_other"] for _, v in row], 1e-6)
+    assert pair.to_json()["top_other"][0] == [[i, v] for i, v in pair.figures.top_other[0]]
+
+    read = read_under_reference(runs, top_k=3)
+    assert list(read) == [1]
+    mirrored = hand_figures((other, runs[1].prompt_ids), (tiny_handle, runs[0].prompt_ids), runs[1].reply_ids)
+    assert read[1].reference == 1 and read[1].other == 0 and read[1].tokens == len(runs[1].reply_ids)
+    assert_close(read[1].kl, mirrored["kl"], 1e-6)
+    assert [[i for i, _ in row] for row in read[1].top_other] == [[i for i, _ in row] for row in mirrored["top_other"]]
 
 
 def test_each_model_reads_the_reply_after_its_own_prompt(tiny_handle, tiny_model_dir, tmp_path):

@@ -28,6 +28,7 @@ from backends.storage.config_edit import save_default
 
 from . import commands
 from .controllers.branches import Branches
+from .controllers.compare import Comparing
 from .controllers.copying import copy_code, copy_reply
 from .controllers.output_side import OutputSide
 from .controllers.preview import PromptPreview
@@ -39,6 +40,9 @@ from .controllers.turns import Turns
 from .key_help import help_sections, key_label
 from .keys import APP_BINDINGS, PALETTE_TITLES
 from .messages import (
+    CompareEnded,
+    ComparedReplyDone,
+    CompareProgress,
     ConversationChanged,
     ConversationLoaded,
     DatabaseDamaged,
@@ -113,13 +117,15 @@ class LlmTuiApp(App[int]):
         self.legend.display = False
         self.output = OutputSide(self, chat=self.chat, inspector=self.inspector, line=self.legend,
                                  status=self.status, models=self.models)
+        self.comparing = Comparing(self, self.models, self.turns, self.recorder, chat=self.chat, status=self.status)
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
-                                   prompt_input=self.input)
+                                   prompt_input=self.input, comparing=self.comparing)
         # The hooks between them: a profile holds the model like a turn does.
-        self.turns.gate = lambda: (self.sessions.refuse_turns(), self.profiles.refuse_turns())
+        self.turns.gate = lambda: (self.sessions.refuse_turns(), self.profiles.refuse_turns(),
+                                   self.comparing.refuse_turns())
         self.models.before_switch = self._release_model
         self.models.on_activated = self._model_activated
-        self.models.on_gave_up = self.turns.drop_waiting
+        self.models.on_gave_up = lambda: (self.turns.drop_waiting(), self.comparing.load_failed())
 
         if config is not None and not settings.frozen:
             if getattr(defaults, "theme", None) and defaults.theme in self.available_themes:
@@ -185,6 +191,7 @@ class LlmTuiApp(App[int]):
         self.preview.schedule(now=True)
         self.turns.show_kept()
         self.call_later(self.turns.answer_waiting)
+        self.comparing.model_ready()
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         try:
@@ -196,6 +203,14 @@ class LlmTuiApp(App[int]):
             self.turns.check_can_send(while_loading=True)
         except UsageError as err:
             self.chat.add_notice(str(err), error=True)  # the input keeps the text to fix
+            return
+        if self.comparing.on:
+            try:
+                await self.comparing.send(commands.literal(event.text))
+            except UsageError as err:
+                self.chat.add_notice(str(err), error=True)
+                return
+            self.input.accept()
             return
         self.input.accept()
         if self.models.handle is None:  # the model is still loading
@@ -231,6 +246,24 @@ class LlmTuiApp(App[int]):
 
     async def on_chat_log_branch_step(self, message: ChatLog.BranchStep) -> None:
         await self.branches.step(message.reply, message.step)
+
+    def on_chat_log_keep_chosen(self, message: ChatLog.KeepChosen) -> None:
+        try:
+            self.comparing.keep_reply(message.reply)
+        except UsageError as err:
+            self.chat.add_notice(str(err), error=True)
+
+    def action_colour_divergence(self) -> None:
+        self.output.toggle_divergence()
+
+    async def on_compared_reply_done(self, message: ComparedReplyDone) -> None:
+        await self.comparing.reply_done(message)
+
+    def on_compare_progress(self, message: CompareProgress) -> None:
+        self.comparing.progress(message)
+
+    async def on_compare_ended(self, message: CompareEnded) -> None:
+        await self.comparing.ended(message)
 
     def on_inspector_score_requested(self, message: Inspector.ScoreRequested) -> None:
         self.output.score(message.view)
@@ -321,7 +354,7 @@ class LlmTuiApp(App[int]):
     # -- actions the keys name (keys.py) -------------------------------------------------------
 
     def action_stop(self) -> None:
-        if self.turns.stop():
+        if self.turns.stop() or self.comparing.stop():
             return
         if self.focused is self.input:
             self.chat.focus()  # leave the input so 1-9, ?, y and c work as keys

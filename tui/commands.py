@@ -29,6 +29,9 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("model", "NAME|N [QUANT]", "switch model: a number from the picker, an alias, a path or an HF id; "
                  "QUANT (nf4, fp4, int8, none) loads it quantized that way"),
     SlashCommand("models", "", "open the model picker"),
+    SlashCommand("compare", "N M [..]|off", "send each message to 2-4 models at once (the first is the reference) "
+                 "and measure where they disagree; off ends it"),
+    SlashCommand("keep", "N", "go on from reply N of the last compared turn"),
     SlashCommand("regen", "", "regenerate the last reply"),
     SlashCommand("edit", "", "put the last message back in the input to edit and resend"),
     SlashCommand("stop", "", "stop the reply being generated"),

@@ -42,6 +42,8 @@ APP_BINDINGS = [
             tooltip="copy the last code block of the last reply"),
     Binding("t", "colour_tokens", "Token colours", show=False, id="app.colour-tokens",
             tooltip="colour each reply by how sure the model was of every token (v then walks them)"),
+    Binding("d", "colour_divergence", "Divergence", show=False, id="app.colour-divergence",
+            tooltip="colour each compared reply by its divergence from the reference, token by token"),
     # F4-F9 are priority keys: the input (a TextArea) would take F6 and F7 for selecting.
     # F6 is not in the footer: sharing a key with the input makes its place there vary.
     # Digits work outside the input; Alt+digit wherever the terminal reports it.
@@ -71,4 +73,5 @@ PALETTE_TITLES = {
     "app.memory": "Panes: memory plot",
     "app.help": "Help: keys and commands",
     "app.colour-tokens": "Tokens: colour replies by probability",
+    "app.colour-divergence": "Compare: colour replies by divergence from the reference",
 }

@@ -63,6 +63,38 @@ class TurnWontFit(Message):
     request: object  # the controller's TurnRequest: asked again as it was (a branch keeps its prefix)
 
 
+# -- a compared turn (Comparing) -------------------------------------------------------------------
+
+
+@dataclass
+class ComparedReplyDone(Message):
+    """One model's reply in compared turn ``turn`` ended (pane ``pane``)."""
+
+    turn: int
+    pane: int
+    done: DoneEvent
+
+
+@dataclass
+class CompareProgress(Message):
+    """What compared turn ``turn`` is doing now ("2 answering", "reading the replies")."""
+
+    turn: int
+    text: str
+
+
+@dataclass
+class CompareEnded(Message):
+    """Compared turn ``turn`` is over: every reply (``ReplyRun``s), the pairs against the reference
+    (``PairOutcome``s), each pane's divergence at its own tokens, or the one line why not (``error``)."""
+
+    turn: int
+    runs: list = field(default_factory=list)
+    pairs: list = field(default_factory=list)
+    divergence: dict = field(default_factory=dict)
+    error: str | None = None
+
+
 @dataclass
 class PreviewReady(Message):
     """The prompt the next turn would send (or why it cannot be built)."""

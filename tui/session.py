@@ -233,6 +233,32 @@ class Recorder:
         return self.store.branch_count(msg_id) + 1
 
     @_guarded
+    def add_compared(self, replies: list[dict], kept: int) -> int | None:
+        """A compared turn's replies, each a dict of ``finish``'s arguments plus ``model``: the kept one
+        in place, the others as the turn's branches (in pane order). Returns the message's id."""
+        order = [i for i in range(len(replies)) if i != kept] + [kept]
+        msg_id = self.add("assistant", "", status="partial", model=replies[order[0]]["model"])
+        for n, index in enumerate(order):
+            reply = replies[index]
+            if n:
+                self.restart(msg_id, reply["model"])
+            self.finish(msg_id, reply["text"], reply["status"], reply["done"], reply["tokens"], reply["made_by"],
+                        reply["more_stats"])
+            if index != kept:
+                self.store.keep_as_branch(msg_id)
+        return msg_id
+
+    @_guarded
+    def keep_compared(self, msg_id: int | None, pane: int) -> None:
+        """Put the compared reply of pane ``pane`` in place of the one kept so far (which becomes a branch)."""
+        if self.store is None or msg_id is None:
+            return
+        for branch in self.store.branches_of(msg_id):
+            if ((branch.stats or {}).get("compare") or {}).get("pane") == pane:
+                self.store.switch_branch(msg_id, branch.id)
+                return
+
+    @_guarded
     def reply_count(self, msg_id: int | None) -> int:
         """How many replies the turn of ``msg_id`` has: the one in place and its branches."""
         if self.store is None or msg_id is None:
@@ -271,14 +297,16 @@ class Recorder:
 
     @_guarded
     def finish(self, msg_id: int | None, text: str, status: str, done=None, tokens: list | None = None,
-               made_by: str | None = None) -> None:
+               made_by: str | None = None, more_stats: dict | None = None) -> None:
         """Save how a reply ended: its text, status, statistics, prompt IDs and its tokens (``TokenEvent``s);
-        ``made_by`` (whose token IDs they are) goes with the statistics."""
+        ``made_by`` (whose token IDs they are) and ``more_stats`` (a compared reply's figures) go with
+        the statistics."""
         if self.store is None or msg_id is None:
             return
         extra = {}
         if done is not None:
-            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": made_by},
+            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": made_by,
+                               **(more_stats or {})},
                      "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids}
         if tokens:
             extra["tokens"] = [StoredToken(t.id, t.text, t.info) for t in tokens]

@@ -17,8 +17,9 @@ from textual.widgets import Static
 from backends.core.errors import error_line
 
 from ..widgets.chat import ChatLog
-from ..widgets.reply import Reply
+from ..widgets.compared import ComparedTurn, compared_output_lines, compared_turn_of, divergence_legend
 from ..widgets.inspector import Inspector
+from ..widgets.reply import Reply
 from ..widgets.token_view import legend, output_lines, token_line
 
 
@@ -30,12 +31,35 @@ class OutputSide:
         self.line = line  # the legend while colouring, the token in short while the inspector is away
         self.status = status
         self.models = models
+        self.divergence_shown = False
 
     def toggle_colour(self) -> None:
         self.chat.set_colour(not self.chat.colour)
         self._show_line()
 
+    def toggle_divergence(self) -> None:
+        """``d``: the compared turns' replies coloured by their divergence from the reference (or not)."""
+        turns = [t for t in self.chat.query(ComparedTurn) if t.divergence]
+        if not turns:
+            self.app.notify("no compared turn has divergence figures: /compare 1 2, then send a message",
+                            severity="warning", markup=False)
+            return
+        on = not turns[-1].coloured
+        cursor = self.chat.cursor
+        for turn in turns:
+            turn.colour(on, *(cursor if cursor is not None else (None, None)), probability=self.chat.colour)
+        self.divergence_shown = on
+        self._show_line()
+
     def focused(self, reply: Reply, index: int) -> None:
+        compared = compared_turn_of(reply)
+        figures = compared.divergence.get(compared.panes.index(reply)) if compared is not None else None
+        if figures is not None:
+            label = reply.model
+            self.inspector.show_output(lambda width: compared_output_lines(reply.tokens, index, width, figures, label,
+                                                                           self.inspector.palette))
+            self._show_line(token_line(reply.tokens, index) if not self._inspector_in_sight() else None)
+            return
         branch = f"branch {reply.branch[0]} of {reply.branch[1]}" if reply.branch else ""
         self.inspector.show_output(lambda width: output_lines(reply.tokens, index, width, self.inspector.palette,
                                                               branch=branch))
@@ -51,7 +75,9 @@ class OutputSide:
                     and not self.app.screen.has_class("-narrow"))
 
     def _show_line(self, content=None) -> None:
-        if content is None and self.chat.colour:
+        if content is None and self.divergence_shown:
+            content = divergence_legend()
+        elif content is None and self.chat.colour:
             content = legend()
         if content is not None:
             self.line.update(content)

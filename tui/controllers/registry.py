@@ -100,8 +100,9 @@ class ModelRegistry:
 
     # -- loading and switching -----------------------------------------------------------------
 
-    def load(self, index: int) -> None:
-        """Make slot ``index`` the active model, loading it in a worker when needed."""
+    def load(self, index: int, *, keep_others: bool = False) -> None:
+        """Make slot ``index`` the active model, loading it in a worker when needed; the models
+        loaded before are unloaded first unless ``keep_others`` (or ``keep_loaded``) says not."""
         slot = self.slots[index]
         if not self.would_switch(index):
             self.app.notify(f"{slot.label} is already active", markup=False)
@@ -113,7 +114,7 @@ class ModelRegistry:
         if slot.handle is not None:
             self._activate(index)
             return
-        unload = [] if self.settings.keep_loaded else [s for i, s in enumerate(self.slots)
+        unload = [] if self.settings.keep_loaded or keep_others else [s for i, s in enumerate(self.slots)
                                                         if i != index and s.handle is not None]
         handles = [s.handle for s in unload]
         for s in unload:

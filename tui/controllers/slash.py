@@ -5,6 +5,7 @@ from __future__ import annotations
 from backends.core.errors import UsageError
 
 from .. import commands
+from .compare import Comparing
 from .copying import copy_code, copy_reply
 from .profiles import Profiles
 from .registry import ModelRegistry
@@ -14,7 +15,8 @@ from .turns import Turns
 
 class SlashCommands:
     def __init__(self, app, turns: Turns, models: ModelRegistry, sessions: Sessions, profiles: Profiles, *,
-                 chat, prompt_input) -> None:
+                 chat, prompt_input, comparing: Comparing) -> None:
+        self.comparing = comparing
         self.app = app
         self.turns = turns
         self.models = models
@@ -61,6 +63,12 @@ class SlashCommands:
             self.sessions.export(*commands.parse_save(arg))
         elif name == "sessions":
             self.sessions.open_screen()
+        elif name == "compare":
+            self.comparing.command(arg)
+        elif name == "keep":
+            if not arg.isdigit():
+                raise UsageError("/keep needs the number of a compared reply", "for example: /keep 2")
+            self.comparing.keep(int(arg) - 1)
         elif name == "budget":
             turns.set_budget(arg)
         elif name == "profile":

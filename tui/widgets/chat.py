@@ -80,11 +80,13 @@ class ChatLog(VerticalScroll, can_focus=True):
         Binding("left_square_bracket", "branch(-1)", "Previous branch", show=False, id="chat.branch-back"),
         Binding("right_square_bracket", "branch(1)", "Next branch", show=False, id="chat.branch-next"),
         Binding("escape", "leave", "Leave the tokens", show=False, id="chat.leave"),
+        Binding("enter", "keep", "Keep this reply", show=False, id="chat.keep",
+                tooltip="of a compared turn: the conversation goes on from the reply under the cursor"),
         *[Binding(str(n), f"alternative({n})", f"Alternative {n}", show=False, id=f"chat.alternative-{n}")
           for n in range(1, 10)],
     ]
     #: Bindings that work only while the cursor is in a reply.
-    _CURSOR_ACTIONS = {"step", "word", "reply", "branch", "leave", "alternative"}
+    _CURSOR_ACTIONS = {"step", "word", "reply", "branch", "leave", "alternative", "keep"}
 
     @dataclass
     class TokenFocused(Message):
@@ -110,6 +112,12 @@ class ChatLog(VerticalScroll, can_focus=True):
         """Put the next page of earlier messages on screen (``every``: all of them, then the top)."""
 
         every: bool = False
+
+    @dataclass
+    class KeepChosen(Message):
+        """Go on from ``reply`` (a compared turn's)."""
+
+        reply: "Reply"
 
     @dataclass
     class BranchStep(Message):
@@ -314,6 +322,9 @@ class ChatLog(VerticalScroll, can_focus=True):
             position = replies.index(reply) + step
         if 0 <= position < len(replies):
             self._move(replies[position], 0)
+
+    def action_keep(self) -> None:
+        self.post_message(self.KeepChosen(self.cursor[0]))
 
     def action_branch(self, step: int) -> None:
         self.post_message(self.BranchStep(self.cursor[0], step))

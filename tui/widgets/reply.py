@@ -81,8 +81,8 @@ class Reply(Vertical):
 
     def __init__(self, model: str, text: str = "", *, status: str | None = None,
                  stats: dict | None = None, tokens: list | None = None, message_id: int | None = None,
-                 branch: tuple[int, int] | None = None) -> None:
-        super().__init__(classes="message reply")
+                 branch: tuple[int, int] | None = None, classes: str = "") -> None:
+        super().__init__(classes=f"message reply {classes}".strip())
         self.model = model
         #: Whose token IDs these are (model, engine, weights); a branch goes on from them only there.
         #: None for replies saved before it was kept: then the model's name is all there is.
@@ -106,6 +106,12 @@ class Reply(Vertical):
         #: The reply's tokens as they came (``TokenEvent``s, or stored tokens when reopened): IDs, texts,
         #: probabilities. Empty where the engine gave text only, or for replies saved before.
         self.tokens: list = list(tokens or [])
+        #: One style per token in place of the probability colours (a compared reply's divergence), or None.
+        self.token_styles: list[str] | None = None
+        #: A compared reply: its pane's number, what its stats line adds (weights), and whether it is kept.
+        self.pane_number: int | None = None
+        self.detail = ""
+        self.kept_note = ""
         self.pace = Pace()
         self.on_progress: Callable[[int], None] | None = None
         self._frozen = status is not None  # a finished reply takes no more text
@@ -118,11 +124,13 @@ class Reply(Vertical):
     def show_tokens(self, *, colour: bool, cursor: int | None = None) -> bool:
         """Draw the reply token by token (coloured by probability, with a cursor), or as Markdown
         again when neither is wanted; False when it has no tokens to draw."""
+        colour = colour or self.token_styles is not None
         wanted = bool(self.tokens) and (colour and self.status is not None or cursor is not None)
         self._markdown.display = not wanted
         self._token_view.display = wanted
         if wanted:
-            self._token_view.show(self.tokens, colour=colour, cursor=cursor)
+            styles = self.token_styles if self.token_styles is not None and len(self.token_styles) == len(self.tokens) else None
+            self._token_view.show(self.tokens, colour=colour, cursor=cursor, styles=styles)
         return bool(self.tokens)
 
     def cursor_widget(self):
@@ -204,6 +212,8 @@ class Reply(Vertical):
         self.status = status
         self.remove_class("-streaming")
         line = stats_line(self.model, stats, stop_reason if status == "complete" else None)
+        if self.detail:
+            line += f" · {self.detail}"
         if self.branch is not None:
             line += f" · branch {self.branch[0]} of {self.branch[1]} ([ ])"
         if self.text and not self.text.strip():
@@ -213,4 +223,11 @@ class Reply(Vertical):
             self.add_class("-stopped")
         elif status == "error":
             self.add_class("-error")
+        if self.kept_note:
+            line += f" · {self.kept_note}"
         self.set_stats(line)
+
+    def refresh_stats(self) -> None:
+        """Write the stats line again (what it adds changed); a reply still streaming keeps its own."""
+        if self.status is not None and self.is_mounted:
+            self._show_end(self.status, self.stats, (self.stats or {}).get("stop_reason"))

@@ -2,7 +2,7 @@
 
 Each field has one owner, the controller that owns the fact: the model
 registry sets the model's details and ``load``, ``Turns`` the last turn's
-figures and ``turn``, ``Profiles`` ``profile``, the output side ``scoring``,
+figures and ``turn``, ``Comparing`` ``compare``, ``Profiles`` ``profile``, the output side ``scoring``,
 the sessions ``alert``. What is going on is all of the activity fields at
 once, so no owner's line overwrites another's ("1 message waiting" stays
 while the load reports its progress; a finished scoring leaves
@@ -34,6 +34,7 @@ class StatusInfo:
     turn: str = ""  # Turns: "generating · 120 tokens", "stopping…", "1 message waiting"
     profile: str = ""  # Profiles: "profiling 1,024 (2/5)"
     scoring: str = ""  # OutputSide: "scoring the prompt…"
+    compare: str = ""  # Comparing: "compare 1·2", "comparing · 2 answering", "comparing · reading the replies"
     kv: str = ""  # the KV cache after the last turn and how much more context fits
     budget: int | None = None  # /budget: prompts are kept within this many tokens
     alert: str = ""  # a lasting problem (conversations are not being saved), shown until it is fixed
@@ -62,7 +63,7 @@ class StatusBar(Widget):
     def activity(self) -> str:
         """What is going on now, every owner's part of it."""
         i = self.info
-        return " · ".join(part for part in (i.load, i.turn, i.profile, i.scoring) if part)
+        return " · ".join(part for part in (i.load, i.turn, i.compare, i.profile, i.scoring) if part)
 
     def render(self) -> Content:
         width = self.content_region.width or 80

@@ -25,9 +25,12 @@ class TokenPane(Vertical):
         self._drawn: tuple | None = None  # (the token list, its length, colour) last drawn
         self._starts: list[int] = [0]
         self._cursor: int | None = None
+        self._styles: list[str] | None = None
 
-    def show(self, tokens: list, *, colour: bool, cursor: int | None) -> None:
-        key = (id(tokens), len(tokens), colour)
+    def show(self, tokens: list, *, colour: bool, cursor: int | None, styles: list[str] | None = None) -> None:
+        """``styles``: one per token, in place of the probability colours (a divergence)."""
+        self._styles = styles
+        key = (id(tokens), len(tokens), colour, id(styles))
         if key == self._drawn:
             for chunk in {self._chunk_of(self._cursor), self._chunk_of(cursor)} - {None}:
                 self._draw(tokens, chunk, colour, cursor)
@@ -57,7 +60,9 @@ class TokenPane(Vertical):
         start = self._starts[chunk]
         end = self._starts[chunk + 1] if chunk + 1 < len(self._starts) else len(tokens)
         local = cursor - start if cursor is not None and start <= cursor < end else None
-        return reply_content(tokens[start:end], colour=colour, cursor=local, trim_end=end < len(tokens))
+        styles = self._styles[start:end] if self._styles is not None else None
+        return reply_content(tokens[start:end], colour=colour, cursor=local, trim_end=end < len(tokens),
+                             styles=styles)
 
     def _draw(self, tokens: list, chunk: int, colour: bool, cursor: int | None) -> None:
         statics = list(self.query_children(Static))

@@ -45,8 +45,10 @@ def bucket_style(p: float | None) -> str:
     return ""
 
 
-def reply_content(tokens: list, *, colour: bool, cursor: int | None, trim_end: bool = False) -> Content:
+def reply_content(tokens: list, *, colour: bool, cursor: int | None, trim_end: bool = False,
+                  styles: list[str] | None = None) -> Content:
     """A reply's tokens as styled text; the cursor's token is shown reversed (its whitespace visible).
+    ``styles`` (one per token) colour by something else than the model's probability (a divergence).
 
     Neighbouring tokens of the same style make one span: most tokens are likely
     and plain, so a long reply is a few hundred spans, not thousands. With
@@ -55,7 +57,7 @@ def reply_content(tokens: list, *, colour: bool, cursor: int | None, trim_end: b
     runs: list[tuple[str, str]] = []  # (text, style)
     for index, token in enumerate(tokens):
         text = visible_text(token.text)
-        style = bucket_style(probability(token.info)) if colour else ""
+        style = "" if not colour else styles[index] if styles is not None else bucket_style(probability(token.info))
         if index == cursor:
             if not text.strip():  # whitespace: show it, and keep its line breaks
                 text = mark_whitespace(text) + "\n" * text.count("\n")

@@ -22,10 +22,13 @@ class PairFigures:
     top1_other: list[int] = field(default_factory=list)
     logprob_ref: list[float] = field(default_factory=list)
     logprob_other: list[float] = field(default_factory=list)
+    #: Per position, the other model's likeliest tokens as (ID, log-probability), when asked for (``top_k``).
+    top_other: list[list[tuple[int, float]]] = field(default_factory=list)
 
     def extend(self, chunk: dict[str, list]) -> None:
         for name in TOKEN_FIELDS:
             getattr(self, name).extend(chunk[name])
+        self.top_other.extend(chunk.get("top_other") or ())
 
     @property
     def complete(self) -> bool:
@@ -38,6 +41,8 @@ class PairFigures:
         data = {"reference": self.reference, "other": self.other, "tokens": self.tokens, "complete": self.complete}
         for name in TOKEN_FIELDS:
             data[name] = [finite(v) if isinstance(v, float) else v for v in getattr(self, name)]
+        if self.top_other:
+            data["top_other"] = [[[i, finite(v)] for i, v in row] for row in self.top_other]
         data["summary"] = self.summary().to_json()
         return data
 
@@ -75,6 +80,21 @@ class PairSummary:
         except OverflowError:
             return math.inf
 
+    def line(self) -> str:
+        """The summary in one line: ``mean KL 0.0123 · max 0.310 at token 17 · top-1 agree 94.0% ·
+        first differs at token 5 · Δ logprob −0.041 (perplexity ×1.04)`` (positions from 1)."""
+        if not self.scored:
+            return "nothing read"
+        parts = [f"mean KL {_figure(self.mean_kl)}",
+                 f"max {_figure(self.max_kl)} at token {self.max_kl_position + 1}",
+                 f"top-1 agree {self.top1_agreement:.1%}",
+                 "the likeliest tokens agree everywhere" if self.first_difference is None
+                 else f"first differs at token {self.first_difference + 1}"]
+        diff, ratio = self.mean_logprob_diff, self.perplexity_ratio
+        if diff is not None and math.isfinite(diff):
+            parts.append(f"Δ logprob {diff:+.3f} (perplexity ×{ratio:.2f})")
+        return " · ".join(parts)
+
     def to_json(self) -> dict:
         return {"scored": self.scored, "mean_kl": finite(self.mean_kl), "max_kl": finite(self.max_kl),
                 "max_kl_position": self.max_kl_position, "top1_agreement": self.top1_agreement,
@@ -92,6 +112,14 @@ def summarize(figures: PairFigures) -> PairSummary:
     return PairSummary(scored=n, mean_kl=sum(figures.kl) / n, max_kl=figures.kl[worst], max_kl_position=worst,
                        top1_agreement=sum(figures.top1_agree) / n, first_difference=first,
                        mean_logprob_ref=sum(figures.logprob_ref) / n, mean_logprob_other=sum(figures.logprob_other) / n)
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if not math.isfinite(value):
+        return "∞"
+    return f"{value:.1e}" if 0 < value < 1e-4 else f"{value:.4f}"
 
 
 def finite(value: float | None) -> float | None:

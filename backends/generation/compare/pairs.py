@@ -42,7 +42,8 @@ def check_comparable(reference, other) -> None:
 
 
 def compare_reply(reference: Reading, others: list[Reading], reply_ids: list[int],
-                  stop: threading.Event | None = None, *, chunk: int = COMPARE_CHUNK) -> list[PairFigures]:
+                  stop: threading.Event | None = None, *, chunk: int = COMPARE_CHUNK,
+                  top_k: int = 0) -> list[PairFigures]:
     """Per-token figures of ``reply_ids`` (the reference's reply) for (reference, other) in ``others``' order.
 
     Raises UsageError before reading anything when a model gives no logits here or a vocabulary
@@ -71,7 +72,7 @@ def compare_reply(reference: Reading, others: list[Reading], reply_ids: list[int
             for other, result in zip(others, results):
                 logprobs = read[_key(other)]
                 result.extend(chunk_divergence(ref_logprobs.to(logprobs.device), logprobs,
-                                               targets.to(logprobs.device)))
+                                               targets.to(logprobs.device), top_k))
             del read, ref_logprobs
     return results
 

@@ -39,7 +39,7 @@ class PairOutcome:
 
 
 def compare_turn(runs: list[ReplyRun], stop: threading.Event | None = None, *, reference: int = 0,
-                 chunk: int = COMPARE_CHUNK) -> list[PairOutcome]:
+                 chunk: int = COMPARE_CHUNK, top_k: int = 0) -> list[PairOutcome]:
     """Each other run against ``runs[reference]``, in order: all comparable models read the reference's
     reply together (one forward over prompt + reply per model); the others get a note."""
     ref = runs[reference]
@@ -60,7 +60,7 @@ def compare_turn(runs: list[ReplyRun], stop: threading.Event | None = None, *, r
     if comparable:
         readings = [Reading(runs[i].handle, runs[i].prompt_ids, i) for i in comparable]
         found = compare_reply(Reading(ref.handle, ref.prompt_ids, reference), readings, ref.reply_ids, stop,
-                              chunk=chunk)
+                              chunk=chunk, top_k=top_k)
         figures = dict(zip(comparable, found))
     outcomes = []
     for i in others:
@@ -76,3 +76,24 @@ def compare_turn(runs: list[ReplyRun], stop: threading.Event | None = None, *, r
 def _first_difference(a: list[int], b: list[int]) -> int | None:
     shared = common_prefix(a, b)
     return None if shared == len(a) == len(b) else shared
+
+
+def read_under_reference(runs: list[ReplyRun], stop: threading.Event | None = None, *, reference: int = 0,
+                         chunk: int = COMPARE_CHUNK, top_k: int = 0) -> dict[int, PairFigures]:
+    """Each other model's own reply read by itself and by the reference: per token of *that* reply,
+    KL(P_model ‖ P_reference), top-1 agreement, and (``top_k``) the reference's likeliest tokens there;
+    keyed by the model's index. Those that cannot be compared token by token are left out (the pairs
+    of ``compare_turn`` say why)."""
+    ref = runs[reference]
+    found: dict[int, PairFigures] = {}
+    for i, run in enumerate(runs):
+        if i == reference or not run.has_ids or not run.reply_ids or (stop is not None and stop.is_set()):
+            continue
+        try:
+            check_comparable(run.handle, ref.handle)
+        except UsageError:
+            continue
+        (found[i],) = compare_reply(Reading(run.handle, run.prompt_ids, i), [Reading(ref.handle, ref.prompt_ids,
+                                                                                     reference)],
+                                    run.reply_ids, stop, chunk=chunk, top_k=top_k)
+    return found

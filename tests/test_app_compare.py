@@ -1,0 +1,153 @@
+"""Compare mode in the app: /compare, a turn answered by two models side by side, their divergence
+measured token by token (checked against the backend's reading of the same replies), the reply the
+conversation goes on from, what is saved, and the refusals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from app_helpers import command, screen_text, wait_for
+
+from backends.core.spec import ModelSpec
+from backends.generation.compare.pairs import Reading, compare_reply
+from backends.generation.open import open_model
+from backends.storage.store import Store
+from tui.app import LlmTuiApp
+from tui.settings import AppSettings
+from tui.widgets.compared import ComparedTurn
+from tui.widgets.reply import Notice
+
+
+@pytest.fixture(scope="module")
+def other_handle(demo_dir, tmp_path_factory):
+    """The tiny model's architecture and tokenizer with other random weights: one vocabulary, other opinions."""
+    from conftest import build_tiny_model
+
+    return open_model(ModelSpec(source=str(build_tiny_model(demo_dir, tmp_path_factory.mktemp("cmp") / "other",
+                                                            seed=1))))
+
+
+def notices(app) -> list[str]:
+    return [str(n.render()) for n in app.chat.query(Notice)]
+
+
+async def compare_once(pilot, app, text: str = "Name a colour.") -> ComparedTurn:
+    await command(pilot, app, "/set temperature 0")
+    await command(pilot, app, "/set max_new_tokens 8")
+    await command(pilot, app, "/compare 1 2")
+    app.input.load_text(text)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.comparing.running is None and app.comparing.last is not None, 60)
+    await pilot.pause()
+    return app.chat.query_one(ComparedTurn)
+
+
+def test_two_models_answer_side_by_side_and_their_divergence_is_the_backends(tiny_handle, other_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+            turn = await compare_once(pilot, app)
+            assert any("the models share cpu: they answer one after another" in n for n in notices(app))
+            first, second = turn.panes
+            assert first.status == second.status == "complete" and len(first.tokens) == len(second.tokens) == 8
+            assert first.region.y == second.region.y and first.region.x < second.region.x  # side by side
+
+            # The figures are the backend's reading of the reference's reply, and the other's of its own.
+            prompt = tiny_handle.render(app.turns.conversation.messages[:-1]).ids
+            ids = [t.id for t in first.tokens]
+            (expected,) = compare_reply(Reading(tiny_handle, prompt), [Reading(other_handle, prompt, 1)], ids)
+            assert turn.divergence[0]["kl"] == pytest.approx(expected.kl, abs=1e-9)
+            assert turn.divergence[0]["agree"] == expected.top1_agree
+            own = [t.id for t in second.tokens]
+            (mirrored,) = compare_reply(Reading(other_handle, prompt), [Reading(tiny_handle, prompt, 1)], own)
+            assert turn.divergence[1]["kl"] == pytest.approx(mirrored.kl, abs=1e-9)
+            text = screen_text(app)
+            assert f"2 vs 1: mean KL {expected.summary().mean_kl:.4f}" in text
+            assert "compared: 1 tiny" in text and "2 other" in text
+
+            # The reference's reply is kept; both are saved, the other as a branch with its figures.
+            assert app.turns.conversation.messages[-1] == {"role": "assistant", "content": first.text}
+            assert "kept" in str(first._stats.render()) and "kept" not in str(second._stats.render())
+            with Store(app.recorder.store.path) as store:
+                stored = store.load_conversation(app.recorder.conversation_id)
+            (reply,) = [m for m in stored.messages if m.role == "assistant"]
+            assert reply.content == first.text and reply.stats["compare"]["pane"] == 1
+            assert reply.stats["compare"]["divergence"]["kl"] == turn.divergence[0]["kl"]
+            (branch,) = reply.branches
+            assert branch.content == second.text and branch.model == "other"
+            assert branch.stats["compare"]["against_reference"]["summary"]["mean_kl"] == \
+                pytest.approx(expected.summary().mean_kl)
+
+            # d colours both panes by divergence; the token cursor sets both models' top K side by side.
+            app.chat.focus()
+            await pilot.press("d")
+            await pilot.pause()
+            assert first.token_styles is not None and second.token_styles is not None
+            assert "KL from the reference" in str(app.legend.render())
+            await pilot.press("v")  # the last reply: pane 2
+            await pilot.pause()
+            assert app.chat.cursor == (second, 0) and app.inspector.showing_output
+            side = screen_text(app)
+            assert "likeliest tokens" in side and "tiny" in side and "other" in side
+
+            # Enter keeps the reply under the cursor: the conversation goes on from it, and the store agrees.
+            await pilot.press("enter")
+            await pilot.pause()
+            assert app.turns.conversation.messages[-1] == {"role": "assistant", "content": second.text}
+            assert "the conversation goes on from reply 2 (other)" in notices(app)[-1]
+            with Store(app.recorder.store.path) as store:
+                stored = store.load_conversation(app.recorder.conversation_id)
+            (reply,) = [m for m in stored.messages if m.role == "assistant"]
+            assert reply.content == second.text and reply.model == "other"
+            assert [b.content for b in reply.branches] == [first.text]
+
+            await command(pilot, app, "/compare off")
+            assert app.status.info.compare == "" and not app.comparing.on
+
+    asyncio.run(scenario())
+
+
+def test_different_vocabularies_get_one_line_and_a_word_diff(tiny_handle, tinyqwen_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "qwen"]), handles={0: tiny_handle, 1: tinyqwen_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+            turn = await compare_once(pilot, app)
+            text = screen_text(app)
+            assert "2 vs 1: " in text and "vocabular" in text
+            assert "2 vs 1, word by word: similarity" in text
+            assert turn.divergence == {}
+            app.chat.focus()
+            await pilot.press("d")
+            await pilot.pause()
+            assert turn.panes[0].token_styles is None
+
+    asyncio.run(scenario())
+
+
+def test_compare_refuses_what_it_cannot_do(tiny_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny"]), handles={0: tiny_handle})
+        async with app.run_test(size=(120, 30)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None)
+            for typed, said in (("/compare 1", "two to four different models"),
+                                ("/compare 1 1", "two to four different models"),
+                                ("/compare 1 7", "there is no model 7"),
+                                ("/compare one two", "takes model numbers"),
+                                ("/compare", "compare mode is off"),
+                                ("/keep 2", "there is no compared turn")):
+                await command(pilot, app, typed)
+                assert said in notices(app)[-1], (typed, notices(app)[-1])
+            assert not app.comparing.on
+
+    asyncio.run(scenario())
+
+
+@pytest.fixture(scope="module")
+def tinyqwen_handle(tmp_path_factory):
+    from remote_standins import make_tinyqwen_dir
+
+    return open_model(ModelSpec(source=str(make_tinyqwen_dir(tmp_path_factory.mktemp("cmp-qwen"))),
+                                trust_remote_code=True))

@@ -1,0 +1,335 @@
+"""Compare mode: one conversation through two to four loaded models at once, and where they disagree.
+
+``/compare 1 3`` picks the slots (the first is the reference; slots not loaded
+yet are loaded beside the others); each message is then answered by every
+one of them into the panes of one ``ComparedTurn``: one after another where
+the models share a device (so each one's tok/s and memory are its own), at
+once where none does, as the line above the panes says. A thread worker
+streams each reply through the same pump as a turn, then reads each reply
+teacher-forced under the reference (``backends.generation.compare``) and
+posts ``CompareEnded``. The conversation goes on from the reference's reply
+until Enter on another pane's token (or ``/keep N``) picks that one; every
+reply is saved, the kept one in place and the others as the turn's branches,
+each with its figures.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from functools import partial
+
+from backends.core.errors import UsageError, error_line
+from backends.core.events import Alternative
+from backends.core.units import format_bytes
+from backends.generation.compare.replies import ReplyRun, schedule
+from backends.generation.compare.turn import PairOutcome, compare_turn, read_under_reference
+from backends.memory.fit import plan_turn
+from backends.prompt.families.base import token_pieces
+
+from ..messages import ComparedReplyDone, CompareEnded, CompareProgress, TokensArrived, TurnDone
+from ..pump import pump_generation
+from ..session import Recorder
+from ..widgets.compared import ComparedTurn, compared_turn_of
+from ..widgets.reply import Reply
+from .registry import ModelRegistry
+from .turns import Turns, made_by
+
+#: The other model's likeliest tokens kept per position, for the side-by-side token view.
+TOP_K = 5
+_STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
+
+
+@dataclass
+class CompareRun:
+    index: int
+    widget: ComparedTurn
+    slots: list[int]
+    handles: list
+    stop: threading.Event = field(default_factory=threading.Event)
+    message_id: int | None = None
+
+
+class Comparing:
+    def __init__(self, app, models: ModelRegistry, turns: Turns, recorder: Recorder, *, chat, status) -> None:
+        self.app = app
+        self.models = models
+        self.turns = turns
+        self.recorder = recorder
+        self.chat = chat
+        self.status = status
+        self.slots: list[int] | None = None  # compare mode is on: these slots answer, the first is the reference
+        self.running: CompareRun | None = None
+        self.last: CompareRun | None = None  # the last compared turn, while it is the conversation's last
+        self._waiting: list[int] | None = None  # slots asked for, some still loading
+        self._ended: CompareEnded | None = None  # the end, come before a pane's last text was drawn
+        self._count = 0
+
+    # -- /compare ------------------------------------------------------------------------------
+
+    def command(self, arg: str) -> None:
+        words = arg.split()
+        if not words:
+            if self.slots is None:
+                raise UsageError("compare mode is off", "/compare 1 2 sends each message to models 1 and 2 "
+                                 "(the first is the reference; up to 4)")
+            self.chat.add_notice(f"compare mode: models {self._names(self.slots)}; /compare off ends it")
+            return
+        if words == ["off"]:
+            self.refuse_turns()
+            was, self.slots, self._waiting = self.slots, None, None
+            self.status.set(compare="")
+            self.chat.add_notice("compare mode is off" + (f": {self.models.current.label} answers alone"
+                                                          if was and self.models.current else ""))
+            return
+        if not all(w.isdigit() for w in words):
+            raise UsageError(f"/compare takes model numbers, not '{arg}'", "for example: /compare 1 3 (F2 lists them)")
+        slots = [int(w) - 1 for w in words]
+        if not 2 <= len(slots) <= 4 or len(set(slots)) != len(slots):
+            raise UsageError("/compare needs two to four different models", "for example: /compare 1 3")
+        missing = [n + 1 for n in slots if not 0 <= n < len(self.models.slots)]
+        if missing:
+            raise UsageError(f"there is no model {missing[0]}", "F2 lists the models (and adds one)")
+        self.refuse_turns()
+        self._waiting = slots
+        self._load_next()
+
+    def _load_next(self) -> None:
+        """Load the asked-for slots that are not loaded yet, one at a time, beside the others."""
+        slots = self._waiting
+        if slots is None:
+            return
+        for index in slots:
+            if self.models.slots[index].handle is None:
+                if self.models.loading is None:
+                    self.chat.add_notice(f"loading model {index + 1} to compare it (the others stay loaded)")
+                    self.models.load(index, keep_others=True)
+                return
+        self._waiting = None
+        self.slots = slots
+        plan = schedule([self.models.slots[i].handle for i in slots])
+        self.status.set(compare="compare " + "·".join(str(i + 1) for i in slots))
+        self.chat.add_notice(f"compare mode: each message goes to models {self._names(slots)}; "
+                             f"{plan.line}. /compare off ends it")
+
+    def model_ready(self) -> None:
+        """A load finished (the registry's hook): go on with the slots asked for."""
+        self._load_next()
+
+    def load_failed(self) -> None:
+        if self._waiting is not None:
+            self._waiting = None
+            self.chat.add_notice("compare mode is off: a model it needs did not load", error=True)
+
+    def _names(self, slots: list[int]) -> str:
+        return ", ".join(f"{i + 1} {self.models.slots[i].label}" + (" (reference)" if n == 0 else "")
+                         for n, i in enumerate(slots))
+
+    # -- a compared turn -----------------------------------------------------------------------
+
+    @property
+    def on(self) -> bool:
+        return self.slots is not None
+
+    def refuse_turns(self) -> None:
+        """The gate for sending (and for /compare): not while a compared turn runs."""
+        if self.running is not None:
+            raise UsageError("the models are still answering", "press Esc to stop them")
+
+    async def send(self, text: str) -> None:
+        slots = self.slots
+        handles = [self.models.slots[i].handle for i in slots]
+        gone = [i + 1 for i, h in zip(slots, handles) if h is None]
+        if gone:
+            raise UsageError(f"model {gone[0]} is not loaded any more", f"/compare {' '.join(map(str, [i + 1 for i in slots]))} loads it again")
+        self.turns.conversation.add_user(text)
+        self.chat.add_user(text)
+        self.turns.record("user", text)
+        labels = [self.models.slots[i].label for i in slots]
+        widget = ComparedTurn(labels, schedule(handles).line)
+        await self.chat.mount(widget)
+        self.chat.anchor()
+        for pane, handle in zip(widget.panes, handles):
+            pane.made_by = made_by(handle)
+            if handle.info.footprint_bytes:
+                pane.detail = f"weights {format_bytes(handle.info.footprint_bytes)}"
+        self._count += 1
+        run = CompareRun(self._count, widget, list(slots), handles)
+        self.running, self.last = run, None
+        self.status.set(compare="comparing")
+        self.app.run_worker(partial(self._work, run, self.turns.conversation.copy_messages(), self.turns.params),
+                            name="compare", group="compare", thread=True, exit_on_error=False)
+
+    def stop(self) -> bool:
+        if self.running is None:
+            return False
+        self.running.stop.set()
+        self.status.set(compare="stopping…")
+        return True
+
+    def _work(self, run: CompareRun, messages: list[dict], params) -> None:
+        """In the worker thread: every reply, then the reading; always ends with ``CompareEnded``."""
+        runs = [ReplyRun(h) for h in run.handles]
+        try:
+            for number, handle in enumerate(run.handles, start=1):
+                fit = plan_turn(handle, messages, params)
+                if fit.over == "context":
+                    raise UsageError(f"model {run.slots[number - 1] + 1}: {fit.verdict.line}",
+                                     "/budget N keeps prompts within N tokens")
+            if schedule(run.handles).together:
+                threads = [threading.Thread(target=self._answer, args=(run, runs, i, messages, params), daemon=True)
+                           for i in range(len(runs))]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+            else:
+                for i in range(len(runs)):
+                    self.app.post_message(CompareProgress(run.index, f"{run.slots[i] + 1} answering"))
+                    self._answer(run, runs, i, messages, params)
+            pairs, divergence = [], {}
+            if not run.stop.is_set() and all(r.done is not None for r in runs):
+                self.app.post_message(CompareProgress(run.index, "reading the replies"))
+                pairs = compare_turn(runs, run.stop, top_k=TOP_K)
+                divergence = self._divergence(runs, pairs, run.stop)
+            self.app.post_message(CompareEnded(run.index, runs, pairs, divergence))
+        except Exception as err:  # noqa: BLE001 — one line in the chat; the replies so far are kept
+            self.app.post_message(CompareEnded(run.index, runs, error=error_line(err)))
+
+    def _answer(self, run: CompareRun, runs: list[ReplyRun], i: int, messages, params) -> None:
+        pane = run.widget.panes[i]
+
+        def post(message) -> None:
+            if isinstance(message, TokensArrived):
+                runs[i].tokens.extend(message.tokens)
+                pane.post_message(message)
+            elif isinstance(message, TurnDone):
+                runs[i].done = message.done
+                # Through the pane, so it comes after every batch of text before it, and bubbles to the app.
+                pane.post_message(ComparedReplyDone(run.index, i, message.done))
+
+        generation = run.handles[i].stream(messages, params, stop_event=run.stop)
+        pump_generation(generation, post, run.index, pace=pane.pace)
+        generation.join(5)
+
+    def _divergence(self, runs: list[ReplyRun], pairs: list[PairOutcome], stop) -> dict[int, dict]:
+        """What each pane is coloured by: the reference's reply against the first comparable other,
+        each other's own reply against the reference; the other model's top K as pieces."""
+        found: dict[int, dict] = {}
+        first = next((p for p in pairs if p.figures is not None), None)
+        if first is not None:
+            found[0] = self._figures(first.figures, runs[first.other].handle, first.other)
+        for i, figures in read_under_reference(runs, stop, top_k=TOP_K).items():
+            found[i] = self._figures(figures, runs[0].handle, 0)
+        return found
+
+    @staticmethod
+    def _figures(figures, other_handle, other: int) -> dict:
+        ids = sorted({i for row in figures.top_other for i, _ in row})
+        pieces = dict(zip(ids, token_pieces(other_handle.family, ids))) if ids else {}
+        top = [[Alternative(i, pieces[i], v) for i, v in row] for row in figures.top_other]
+        return {"kl": list(figures.kl), "agree": list(figures.top1_agree), "top": top, "other": other}
+
+    # -- the UI's side -------------------------------------------------------------------------
+
+    def progress(self, message: CompareProgress) -> None:
+        if self.running is not None and message.turn == self.running.index and not self.running.stop.is_set():
+            self.status.set(compare=f"comparing · {message.text}")
+
+    async def reply_done(self, message: ComparedReplyDone) -> None:
+        run = self.running
+        if run is None or message.turn != run.index:
+            return
+        pane, done = run.widget.panes[message.pane], message.done
+        stats = {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": pane.made_by}
+        await pane.finish(done.text, _STATUS_OF.get(done.stop_reason, "complete"), stats, done.stop_reason)
+        self.chat.redraw(pane)
+        if done.error:
+            self.chat.add_notice(f"model {run.slots[message.pane] + 1}: {done.error}", error=True)
+        if self._ended is not None:
+            await self.ended(self._ended)
+
+    async def ended(self, message: CompareEnded) -> None:
+        run = self.running
+        if run is None or message.turn != run.index:
+            return
+        if any(r.done is not None and pane.status is None for r, pane in zip(message.runs, run.widget.panes)):
+            self._ended = message  # a pane has not drawn its end yet: once it has
+            return
+        self._ended = None
+        self.running = None
+        self.status.set(compare="compare " + "·".join(str(i + 1) for i in self.slots) if self.slots else "")
+        widget = run.widget
+        for index, figures in message.divergence.items():
+            figures["label"] = widget.labels[figures["other"]]
+        widget.divergence = message.divergence
+        widget.show_figures(self._lines(run, message))
+        if message.error:
+            self.chat.add_notice(message.error, error=True)
+        answered = [i for i, r in enumerate(message.runs) if r.done is not None and r.done.text]
+        if not answered:
+            self.chat.add_notice("no model answered: nothing was kept", error=True)
+            return
+        kept = 0 if 0 in answered else answered[0]
+        self.turns.conversation.add_assistant(message.runs[kept].done.text)
+        run.message_id = self.recorder.add_compared(
+            [self._saved(run, message, i) for i in answered], answered.index(kept))
+        widget.keep(kept)
+        self.last = run
+        self.turns.changed()
+
+    def _saved(self, run: CompareRun, message: CompareEnded, i: int) -> dict:
+        done, pane = message.runs[i].done, run.widget.panes[i]
+        pair = next((p for p in message.pairs if p.other == i), None)
+        figures = {"pane": i + 1, "of": len(run.handles), "reference": run.widget.labels[0]}
+        if pair is not None:
+            figures["against_reference"] = pair.to_json()
+        if i in message.divergence:
+            figures["divergence"] = {"kl": message.divergence[i]["kl"], "agree": message.divergence[i]["agree"]}
+        return {"model": run.widget.labels[i], "text": done.text, "status": _STATUS_OF.get(done.stop_reason, "complete"),
+                "done": done, "tokens": pane.tokens, "made_by": pane.made_by, "more_stats": {"compare": figures}}
+
+    def _lines(self, run: CompareRun, message: CompareEnded) -> list[str]:
+        lines = []
+        for pair in message.pairs:
+            who = f"{run.slots[pair.other] + 1} vs {run.slots[0] + 1}"
+            if pair.figures is not None:
+                summary = pair.figures.summary()
+                stopped = "" if pair.figures.complete else f" (stopped after {summary.scored} tokens)"
+                lines.append(f"{who}: {summary.line()}{stopped}")
+            else:
+                lines.append(f"{who}: {pair.note}")
+            if pair.figures is None or pair.words.first_difference is not None:
+                lines.append(f"{who}, word by word: similarity {pair.words.similarity:.2f}")
+        if message.divergence:
+            lines.append("d colours each reply by its divergence from the reference; v walks the tokens "
+                         "(Enter on one keeps that reply)")
+        return lines
+
+    def keep(self, pane: int) -> None:
+        """Go on from pane ``pane``'s reply (0-based) of the last compared turn."""
+        run = self.last
+        if run is None:
+            raise UsageError("there is no compared turn to keep a reply of", "/compare 1 2, then send a message")
+        panes = run.widget.panes
+        if not 0 <= pane < len(panes) or panes[pane].status is None or not panes[pane].text:
+            raise UsageError(f"the compared turn has no reply {pane + 1}", f"1 to {len(panes)}")
+        if run.widget.kept == pane:
+            return
+        self.turns.conversation.pop_last_reply()
+        self.turns.conversation.add_assistant(panes[pane].text)
+        self.recorder.keep_compared(run.message_id, pane + 1)
+        run.widget.keep(pane)
+        self.chat.add_notice(f"the conversation goes on from reply {pane + 1} ({run.widget.labels[pane]})")
+        self.turns.changed()
+
+    def keep_reply(self, reply: Reply) -> None:
+        """Enter on a token of a compared reply: keep that one."""
+        widget = compared_turn_of(reply)
+        if widget is None or self.last is None or widget is not self.last.widget:
+            raise UsageError("Enter keeps a reply of the last compared turn", "this reply is not one")
+        self.keep(widget.panes.index(reply))
+
+    def forget(self) -> None:
+        """The conversation changed under the last compared turn (/clear, another one): nothing to keep."""
+        self.last = None
