@@ -12,6 +12,7 @@ from app_helpers import command, screen_text, wait_for
 from backends.core.spec import ModelSpec
 from backends.generation.compare.pairs import Reading, compare_reply
 from backends.generation.open import open_model
+from backends.prompt.by_message import aligned_counts
 from backends.storage.store import Store
 from tui.app import LlmTuiApp
 from tui.settings import AppSettings
@@ -119,6 +120,25 @@ def test_different_vocabularies_get_one_line_and_a_word_diff(tiny_handle, tinyqw
             assert "2 vs 1: " in text and "vocabular" in text
             assert "2 vs 1, word by word: similarity" in text
             assert turn.divergence == {}
+
+            # The inspector sets both prompts side by side, message by message: two templates, two vocabularies.
+            messages = app.turns.conversation.copy_messages()
+            views = [h.render(messages) for h in (tiny_handle, tinyqwen_handle)]
+            rows = aligned_counts(views)
+            assert [r.role for r in rows] == ["user", "assistant", "framing"]
+            assert all(sum(r.tokens[k] for r in rows) == len(views[k].ids) for k in (0, 1))
+            assert rows[0].tokens[0] != rows[0].tokens[1] or rows[2].tokens[0] != rows[2].tokens[1]
+            lines = [" ".join(line.split()) for line in screen_text(app).splitlines()]
+            assert any("prompts of the 2 compared models, tokens per message" in line for line in lines)
+            for row in rows:
+                name = row.role if row.role == "framing" else f"{row.index} {row.role}"
+                assert any(f"{name} {row.tokens[0]} {row.tokens[1]}" in line for line in lines), (name, row)
+            assert any(line.startswith("▏last turn ✓ ✓") or "last turn ✓ ✓" in line for line in lines)
+            assert app.inspector.view.ids == views[0].ids
+            app.inspector.focus()
+            await pilot.press("n")  # the next model's prompt below the table
+            await pilot.pause()
+            assert app.inspector.view.ids == views[1].ids
             app.chat.focus()
             await pilot.press("d")
             await pilot.pause()
@@ -151,3 +171,69 @@ def tinyqwen_handle(tmp_path_factory):
 
     return open_model(ModelSpec(source=str(make_tinyqwen_dir(tmp_path_factory.mktemp("cmp-qwen"))),
                                 trust_remote_code=True))
+
+
+def test_a_compared_turn_comes_back_with_resume_and_ctrl_r_compares_again(tiny_handle, other_handle):
+    async def first_session():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+            turn = await compare_once(pilot, app)
+            await command(pilot, app, "/keep 2")
+            return [p.text for p in turn.panes], [p.model for p in turn.panes], turn.divergence[1]["kl"], \
+                str(turn._figures.render())
+
+    texts, models, kl, figures = asyncio.run(first_session())
+
+    async def resumed():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"], resume="latest"),
+                        handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.sessions.store_ready and not app.sessions.loading)
+            await pilot.pause()
+            turn = app.chat.query_one(ComparedTurn)
+            assert [p.text for p in turn.panes] == texts and [p.model for p in turn.panes] == models
+            assert turn.kept == 1 and app.turns.conversation.messages[-1]["content"] == texts[1]
+            assert turn.divergence[1]["kl"] == kl and str(turn._figures.render()) == figures
+            assert app.turns.messages_to_save()[-1] == ("assistant", texts[1], "other")
+            await command(pilot, app, "/keep 1")  # still the conversation's last turn: its replies can be kept
+            assert app.turns.conversation.messages[-1]["content"] == texts[0]
+
+            await command(pilot, app, "/compare 1 2")
+            app.chat.focus()
+            await pilot.press("ctrl+r")  # compare mode: every compared model answers again
+            await wait_for(pilot, lambda: app.comparing.running is None and app.comparing.last is not None, 60)
+            await pilot.pause()
+            (again,) = app.chat.query(ComparedTurn)
+            assert again is not turn and [p.text for p in again.panes] == texts  # greedy: the same replies
+            with Store(app.recorder.store.path) as store:
+                stored = store.load_conversation(app.recorder.conversation_id)
+            assert [m.role for m in stored.messages] == ["user", "assistant"]
+
+    asyncio.run(resumed())
+
+
+def test_esc_stops_a_compared_turn_and_keeps_what_was_said(tiny_handle, other_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+            await command(pilot, app, "/set max_new_tokens 6000")
+            await command(pilot, app, "/compare 1 2")
+            app.input.load_text("go on and on")
+            await pilot.press("enter")
+            turn = app.chat.query_one(ComparedTurn)
+            await wait_for(pilot, lambda: len(turn.panes[0].tokens) > 5)
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: app.comparing.running is None, 30)
+            await pilot.pause()
+            first, second = turn.panes
+            assert first.status == "stopped" and first.text and len(first.tokens) < 6000
+            assert not second.text  # it never started: one after another, and the stop came first
+            assert turn.kept == 0 and app.turns.conversation.messages[-1]["content"] == first.text
+            assert "2 vs 1" not in str(turn._figures.render())  # nothing was read after a stop
+            app.input.load_text("and now?")  # the gate is open again
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: len(app.chat.query(ComparedTurn)) == 2)
+
+    asyncio.run(scenario())

@@ -41,6 +41,7 @@ from .key_help import help_sections, key_label
 from .keys import APP_BINDINGS, PALETTE_TITLES
 from .messages import (
     CompareEnded,
+    ComparedPrompt,
     ComparedReplyDone,
     CompareProgress,
     ConversationChanged,
@@ -117,7 +118,11 @@ class LlmTuiApp(App[int]):
         self.legend.display = False
         self.output = OutputSide(self, chat=self.chat, inspector=self.inspector, line=self.legend,
                                  status=self.status, models=self.models)
-        self.comparing = Comparing(self, self.models, self.turns, self.recorder, chat=self.chat, status=self.status)
+        self.comparing = Comparing(self, self.models, self.turns, self.recorder, chat=self.chat, status=self.status,
+                                   inspector=self.inspector)
+        self.preview.compared = self.comparing.targets
+        self.turns.answer_again = self._answer_again
+        self.preview.paused = lambda: self.comparing.running is not None
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input, comparing=self.comparing)
         # The hooks between them: a profile holds the model like a turn does.
@@ -179,6 +184,16 @@ class LlmTuiApp(App[int]):
         busy = self.turns.release_for_switch()
         self.turns.release_cache()  # the next model reads the conversation anew
         return busy
+
+    async def _answer_again(self) -> None:
+        """Ctrl+R: the active model answers the conversation again, or in compare mode every compared one."""
+        if not self.comparing.on:
+            await self.turns.generate()
+            return
+        try:
+            await self.comparing.answer()
+        except UsageError as err:
+            self.chat.add_notice(str(err), error=True)
 
     def _model_activated(self, slot) -> None:
         info = slot.handle.info
@@ -258,6 +273,9 @@ class LlmTuiApp(App[int]):
 
     async def on_compared_reply_done(self, message: ComparedReplyDone) -> None:
         await self.comparing.reply_done(message)
+
+    def on_compared_prompt(self, message: ComparedPrompt) -> None:
+        self.comparing.prompt(message)
 
     def on_compare_progress(self, message: CompareProgress) -> None:
         self.comparing.progress(message)

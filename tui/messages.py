@@ -76,6 +76,15 @@ class ComparedReplyDone(Message):
 
 
 @dataclass
+class ComparedPrompt(Message):
+    """Pane ``pane`` of compared turn ``turn`` is being answered from ``view``."""
+
+    turn: int
+    pane: int
+    view: PromptView
+
+
+@dataclass
 class CompareProgress(Message):
     """What compared turn ``turn`` is doing now ("2 answering", "reading the replies")."""
 
@@ -102,6 +111,8 @@ class PreviewReady(Message):
     serial: int
     view: PromptView | None
     error: str | None
+    #: Compare mode: (labels, views), every compared model's prompt (``view`` is the first's).
+    compared: tuple | None = None
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, PreviewReady)

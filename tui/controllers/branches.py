@@ -14,6 +14,7 @@ from backends.core.errors import UsageError
 from backends.generation.branch import branch_prefix
 
 from ..session import Recorder
+from ..widgets.compared import compared_turn_of
 from ..widgets.reply import Reply
 from .turns import Replaced, TurnRequest, Turns, made_by
 
@@ -29,6 +30,8 @@ class Branches:
         """Why this reply cannot branch now, or None."""
         if self.turns.turn is not None:
             return "a reply is still being generated — press Esc to stop it first"
+        if compared_turn_of(reply) is not None:
+            return "a compared turn's replies stand side by side: Enter on one keeps it (/keep N)"
         if reply is not self.chat.last_reply():
             return "only the last reply branches: an earlier one would change what the later turns answered"
         return None

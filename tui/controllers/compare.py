@@ -25,9 +25,10 @@ from backends.core.units import format_bytes
 from backends.generation.compare.replies import ReplyRun, schedule
 from backends.generation.compare.turn import PairOutcome, compare_turn, read_under_reference
 from backends.memory.fit import plan_turn
+from backends.prompt.check import PromptCheck
 from backends.prompt.families.base import token_pieces
 
-from ..messages import ComparedReplyDone, CompareEnded, CompareProgress, TokensArrived, TurnDone
+from ..messages import ComparedPrompt, ComparedReplyDone, CompareEnded, CompareProgress, TokensArrived, TurnDone
 from ..pump import pump_generation
 from ..session import Recorder
 from ..widgets.compared import ComparedTurn, compared_turn_of
@@ -48,11 +49,15 @@ class CompareRun:
     handles: list
     stop: threading.Event = field(default_factory=threading.Event)
     message_id: int | None = None
+    views: dict = field(default_factory=dict)  # pane -> the PromptView it is answered from
+    checks: dict = field(default_factory=dict)  # pane -> its PromptCheck, once its reply ended
 
 
 class Comparing:
-    def __init__(self, app, models: ModelRegistry, turns: Turns, recorder: Recorder, *, chat, status) -> None:
+    def __init__(self, app, models: ModelRegistry, turns: Turns, recorder: Recorder, *, chat, status,
+                 inspector) -> None:
         self.app = app
+        self.inspector = inspector
         self.models = models
         self.turns = turns
         self.recorder = recorder
@@ -79,6 +84,7 @@ class Comparing:
             self.refuse_turns()
             was, self.slots, self._waiting = self.slots, None, None
             self.status.set(compare="")
+            self.turns.changed()  # the preview shows one model's prompt again
             self.chat.add_notice("compare mode is off" + (f": {self.models.current.label} answers alone"
                                                           if was and self.models.current else ""))
             return
@@ -111,6 +117,7 @@ class Comparing:
         self.status.set(compare="compare " + "·".join(str(i + 1) for i in slots))
         self.chat.add_notice(f"compare mode: each message goes to models {self._names(slots)}; "
                              f"{plan.line}. /compare off ends it")
+        self.turns.changed()  # the preview shows every model's prompt
 
     def model_ready(self) -> None:
         """A load finished (the registry's hook): go on with the slots asked for."""
@@ -145,6 +152,14 @@ class Comparing:
         self.turns.conversation.add_user(text)
         self.chat.add_user(text)
         self.turns.record("user", text)
+        await self.answer()
+
+    async def answer(self) -> None:
+        """Answer the conversation as it stands with every compared model (a message sent, Ctrl+R)."""
+        slots = self.slots
+        handles = [self.models.slots[i].handle for i in slots]
+        if any(h is None for h in handles):
+            raise UsageError("a compared model is not loaded any more", "/compare again loads it")
         labels = [self.models.slots[i].label for i in slots]
         widget = ComparedTurn(labels, schedule(handles).line)
         await self.chat.mount(widget)
@@ -185,6 +200,8 @@ class Comparing:
                     thread.join()
             else:
                 for i in range(len(runs)):
+                    if run.stop.is_set():
+                        break  # the ones after a stop are not asked at all
                     self.app.post_message(CompareProgress(run.index, f"{run.slots[i] + 1} answering"))
                     self._answer(run, runs, i, messages, params)
             pairs, divergence = [], {}
@@ -209,6 +226,7 @@ class Comparing:
                 pane.post_message(ComparedReplyDone(run.index, i, message.done))
 
         generation = run.handles[i].stream(messages, params, stop_event=run.stop)
+        self.app.post_message(ComparedPrompt(run.index, i, generation.view))
         pump_generation(generation, post, run.index, pace=pane.pace)
         generation.join(5)
 
@@ -232,6 +250,25 @@ class Comparing:
 
     # -- the UI's side -------------------------------------------------------------------------
 
+    def targets(self) -> list | None:
+        """What the prompt preview renders in compare mode: (label, handle) of each model, loaded."""
+        if self.slots is None:
+            return None
+        slots = [self.models.slots[i] for i in self.slots]
+        return [(s.label, s.handle) for s in slots] if all(s.handle is not None for s in slots) else None
+
+    def prompt(self, message: ComparedPrompt) -> None:
+        run = self.running
+        if run is None or message.turn != run.index:
+            return
+        run.views[message.pane] = message.view
+        self._show_prompts(run)
+
+    def _show_prompts(self, run: CompareRun) -> None:
+        if len(run.views) == len(run.handles):
+            self.inspector.show_compared(run.widget.labels, [run.views[i] for i in range(len(run.handles))],
+                                         [run.checks.get(i) for i in range(len(run.handles))])
+
     def progress(self, message: CompareProgress) -> None:
         if self.running is not None and message.turn == self.running.index and not self.running.stop.is_set():
             self.status.set(compare=f"comparing · {message.text}")
@@ -244,6 +281,12 @@ class Comparing:
         stats = {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": pane.made_by}
         await pane.finish(done.text, _STATUS_OF.get(done.stop_reason, "complete"), stats, done.stop_reason)
         self.chat.redraw(pane)
+        view = run.views.get(message.pane)
+        if view is not None and (done.stop_reason != "error" or done.captured_ids is not None):
+            run.checks[message.pane] = PromptCheck.of(view, done.captured_ids, done.prompt_count,
+                                                      level=done.prompt_check, cached=done.stats.cached_tokens,
+                                                      cache_note=done.cache_note)
+            self._show_prompts(run)
         if done.error:
             self.chat.add_notice(f"model {run.slots[message.pane] + 1}: {done.error}", error=True)
         if self._ended is not None:
@@ -258,6 +301,10 @@ class Comparing:
             return
         self._ended = None
         self.running = None
+        for r, pane in zip(message.runs, run.widget.panes):
+            if r.done is None:  # never asked: stopped before its turn, or the turn failed first
+                pane.detail = "not asked: stopped before its turn" if run.stop.is_set() else "not asked"
+                await pane.finish("", "stopped", None, None)
         self.status.set(compare="compare " + "·".join(str(i + 1) for i in self.slots) if self.slots else "")
         widget = run.widget
         for index, figures in message.divergence.items():
@@ -272,7 +319,7 @@ class Comparing:
             return
         kept = 0 if 0 in answered else answered[0]
         self.turns.conversation.add_assistant(message.runs[kept].done.text)
-        run.message_id = self.recorder.add_compared(
+        run.message_id = widget.message_id = self.recorder.add_compared(
             [self._saved(run, message, i) for i in answered], answered.index(kept))
         widget.keep(kept)
         self.last = run
@@ -282,10 +329,15 @@ class Comparing:
         done, pane = message.runs[i].done, run.widget.panes[i]
         pair = next((p for p in message.pairs if p.other == i), None)
         figures = {"pane": i + 1, "of": len(run.handles), "reference": run.widget.labels[0]}
+        if i == 0:  # what the turn said above and under its panes
+            figures["lines"] = self._lines(run, message)
+            figures["schedule"] = schedule(run.handles).line
         if pair is not None:
             figures["against_reference"] = pair.to_json()
         if i in message.divergence:
-            figures["divergence"] = {"kl": message.divergence[i]["kl"], "agree": message.divergence[i]["agree"]}
+            d = message.divergence[i]
+            figures["divergence"] = {"kl": d["kl"], "agree": d["agree"], "other": d["other"],
+                                     "top": [[[a.id, a.piece, a.logprob] for a in row] for row in d["top"]]}
         return {"model": run.widget.labels[i], "text": done.text, "status": _STATUS_OF.get(done.stop_reason, "complete"),
                 "done": done, "tokens": pane.tokens, "made_by": pane.made_by, "more_stats": {"compare": figures}}
 
@@ -306,30 +358,33 @@ class Comparing:
                          "(Enter on one keeps that reply)")
         return lines
 
+    def _last_turn(self) -> ComparedTurn | None:
+        """The compared turn the conversation ends with, if it does end with one."""
+        last = self.chat.last_reply()
+        widget = compared_turn_of(last) if last is not None else None
+        return widget if widget is not None and widget.kept is not None else None  # kept: it has ended
+
     def keep(self, pane: int) -> None:
-        """Go on from pane ``pane``'s reply (0-based) of the last compared turn."""
-        run = self.last
-        if run is None:
+        """Go on from pane ``pane``'s reply (0-based) of the compared turn the conversation ends with."""
+        widget = self._last_turn()
+        if widget is None:
             raise UsageError("there is no compared turn to keep a reply of", "/compare 1 2, then send a message")
-        panes = run.widget.panes
+        panes = widget.panes
         if not 0 <= pane < len(panes) or panes[pane].status is None or not panes[pane].text:
             raise UsageError(f"the compared turn has no reply {pane + 1}", f"1 to {len(panes)}")
-        if run.widget.kept == pane:
+        if widget.kept == pane:
             return
         self.turns.conversation.pop_last_reply()
         self.turns.conversation.add_assistant(panes[pane].text)
-        self.recorder.keep_compared(run.message_id, pane + 1)
-        run.widget.keep(pane)
-        self.chat.add_notice(f"the conversation goes on from reply {pane + 1} ({run.widget.labels[pane]})")
+        self.recorder.keep_compared(widget.message_id, pane + 1)
+        widget.keep(pane)
+        self.chat.add_notice(f"the conversation goes on from reply {pane + 1} ({widget.labels[pane]})")
         self.turns.changed()
 
     def keep_reply(self, reply: Reply) -> None:
         """Enter on a token of a compared reply: keep that one."""
         widget = compared_turn_of(reply)
-        if widget is None or self.last is None or widget is not self.last.widget:
+        if widget is None or widget is not self._last_turn():
             raise UsageError("Enter keeps a reply of the last compared turn", "this reply is not one")
         self.keep(widget.panes.index(reply))
 
-    def forget(self) -> None:
-        """The conversation changed under the last compared turn (/clear, another one): nothing to keep."""
-        self.last = None

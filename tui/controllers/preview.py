@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
+from typing import Callable
 
 from textual.worker import get_current_worker
 
@@ -29,28 +30,33 @@ class PromptPreview:
         self.status = status
         self._timer = None
         self._serial = 0
+        #: Compare mode (set by the app): the (label, handle) of each compared model, or None.
+        self.compared: Callable[[], list | None] = lambda: None
+        #: True while something else shows its prompts in the inspector (a compared turn runs).
+        self.paused: Callable[[], bool] = lambda: False
 
     def schedule(self, now: bool = False) -> None:
         if self._timer is not None:
             self._timer.stop()
             self._timer = None
-        if self.turns.turn is not None:
+        if self.turns.turn is not None or self.paused():
             return  # the inspector shows the prompt being answered, then what was captured
         self._timer = self.app.set_timer(0.001 if now else PREVIEW_DELAY, self._start)
 
     def _start(self) -> None:
         handle = self.models.handle
-        if handle is None or self.turns.turn is not None:
+        if handle is None or self.turns.turn is not None or self.paused():
             return  # during a turn the inspector keeps the prompt being answered
         draft = self.input.text
         messages = self.turns.conversation.copy_messages()
         if draft.strip() and not draft.lstrip().startswith("/") or draft.lstrip().startswith("//"):
             messages.append({"role": "user", "content": commands.literal(draft)})
         self._serial += 1
-        self.app.run_worker(partial(self._work, self._serial, handle, messages, self.turns.params),
+        compared = self.compared()
+        self.app.run_worker(partial(self._work, self._serial, handle, messages, self.turns.params, compared),
                             name="preview", group="preview", thread=True, exclusive=True, exit_on_error=False)
 
-    def _work(self, serial: int, handle, messages: list[dict], params) -> None:
+    def _work(self, serial: int, handle, messages: list[dict], params, compared: list | None = None) -> None:
         if not messages:
             self.app.post_message(PreviewReady(serial, None, None))
             return
@@ -58,8 +64,11 @@ class PromptPreview:
         try:
             # exclusive=True cancels this worker when a newer preview starts, but a thread runs
             # on regardless: the render itself watches the event and stops at its next check.
-            view = handle.render(messages, max_new_tokens=params.max_new_tokens,
-                                 max_prompt_tokens=params.max_prompt_tokens, cancel=worker.cancelled_event)
+            handles = [h for _, h in compared] if compared else [handle]  # compare mode: every model's prompt
+            views = [h.render(messages, max_new_tokens=params.max_new_tokens,
+                              max_prompt_tokens=params.max_prompt_tokens, cancel=worker.cancelled_event)
+                     for h in handles]
+            view = views[0]
         except RenderCancelled:
             return  # a newer preview is on its way
         except Exception as err:  # a template that rejects this conversation is worth showing
@@ -67,12 +76,17 @@ class PromptPreview:
         else:
             error = None
         if not worker.is_cancelled:
-            self.app.post_message(PreviewReady(serial, view, error))
+            together = ([label for label, _ in compared], views) if compared and view is not None else None
+            self.app.post_message(PreviewReady(serial, view, error, together))
 
     def ready(self, message: PreviewReady) -> None:
         if message.serial != self._serial:
             return
-        self.inspector.show_preview(message.view, message.error)
+        if message.compared is not None:
+            self.inspector.show_compared(*message.compared)
+        else:
+            self.inspector.hide_compared()
+            self.inspector.show_preview(message.view, message.error)
         if message.view is not None:
             self.status.set(context_used=len(message.view.ids), context_max=message.view.max_context
                             or self.status.info.context_max)

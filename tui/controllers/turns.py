@@ -94,6 +94,14 @@ def made_by(handle) -> str:
     return f"{info.label} · {type(handle.runner).__name__} · {info.path}"
 
 
+def compared_saved(message, model: str | None) -> Saved:
+    """A compared turn as saved (the kept reply in place, the others its branches), panes in their order."""
+    replies = sorted([message, *message.branches], key=lambda r: (r.stats or {}).get("compare", {}).get("pane", 0))
+    return Saved("compared", message.content, message.model or model or "", {
+        "labels": [r.model or model or "" for r in replies], "kept": replies.index(message), "message_id": message.id,
+        "replies": [{"text": r.content, "status": r.status, "stats": r.stats, "tokens": r.tokens} for r in replies]})
+
+
 class Turns:
     """The conversation and its turns."""
 
@@ -115,6 +123,8 @@ class Turns:
         self.turn_count = 0
         #: Raises UsageError when something else holds the model (a memory profile); set by the app.
         self.gate: Callable[[], None] = lambda: None
+        #: What answers the conversation again on Ctrl+R instead of the active model (compare mode), or None.
+        self.answer_again: Callable | None = None
 
     def changed(self, now: bool = True) -> None:
         self.app.post_message(ConversationChanged(now))
@@ -420,7 +430,7 @@ class Turns:
             self.chat.add_notice(str(err), error=True)
             return
         self.recorder.truncate(self.stored_count())
-        await self.generate()
+        await (self.answer_again or self.generate)()
 
     async def edit_last(self) -> None:
         if self.turn is not None:
@@ -472,6 +482,8 @@ class Turns:
         for m in stored.messages:
             if m.role == "user":
                 saved.append(Saved("user", m.content))
+            elif m.role == "assistant" and (m.stats or {}).get("compare"):
+                saved.append(compared_saved(m, stored.model))
             elif m.role == "assistant":
                 place = 1 + sum(b.created < m.created for b in m.branches)  # replies go oldest first
                 saved.append(Saved("assistant", m.content, m.model or stored.model or "", {

@@ -19,6 +19,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Static
 
+from .compared import ComparedTurn
 from .reply import Notice, Reply, UserMessage
 from .token_view import word_starts
 
@@ -39,9 +40,12 @@ class Saved:
     model: str = ""
     reply: dict = field(default_factory=dict)
 
-    def widget(self) -> UserMessage | Reply:
+    def widget(self) -> UserMessage | Reply | ComparedTurn:
         if self.role == "user":
             return UserMessage(self.text)
+        if self.role == "compared":  # ``reply``: the labels, each pane's Reply arguments, the kept one
+            return ComparedTurn.saved(self.reply["labels"], self.reply["replies"], self.reply["kept"],
+                                      self.reply["message_id"])
         return Reply(self.model, self.text, **self.reply)
 
 
@@ -162,8 +166,9 @@ class ChatLog(VerticalScroll, can_focus=True):
     async def remove_from_last(self, kind: type) -> None:
         """Remove the last message of ``kind`` and everything after it."""
         children = list(self.children)
+        kinds = (kind, ComparedTurn) if kind is Reply else kind  # a compared turn is the turn's reply
         for index in range(len(children) - 1, -1, -1):
-            if isinstance(children[index], kind):
+            if isinstance(children[index], kinds):
                 if self.cursor is not None and self.cursor[0] in children[index:]:
                     self.action_leave()
                 await self.remove_children(children[index:])
@@ -197,8 +202,11 @@ class ChatLog(VerticalScroll, can_focus=True):
         return len(self._earlier)
 
     def reply_models(self) -> list[str]:
-        """The model of each reply of the conversation, oldest first, on screen or not."""
-        return [s.model for s in self._earlier if s.role != "user"] + [r.model for r in self.query(Reply)]
+        """The model of each reply of the conversation, oldest first, on screen or not (of a compared
+        turn, the kept reply's)."""
+        shown = [c.model if isinstance(c, Reply) else c.panes[c.kept or 0].model
+                 for c in self.children if isinstance(c, (Reply, ComparedTurn))]
+        return [s.model for s in self._earlier if s.role != "user"] + shown
 
     async def show_earlier(self, every: bool = False) -> None:
         """Put the next ``EARLIER_PAGE`` earlier messages on screen, keeping what was on top in view;

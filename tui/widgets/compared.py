@@ -18,6 +18,7 @@ from textual.containers import Horizontal, Vertical
 from textual.content import Content
 from textual.widgets import Static
 
+from backends.core.events import Alternative
 from backends.core.sanitize import visible_text
 
 from .palette import DEFAULT_PALETTE, Palette
@@ -73,10 +74,39 @@ class ComparedTurn(Vertical):
         self._figures = Static(classes="figures")
         self._figures.display = False
         self.kept: int | None = None
+        self.message_id: int | None = None  # the saved message: the kept reply in place, the others its branches
         #: Per pane: the figures drawn on its tokens (kl, top1_agree, the other model's top K as
         #: ``Alternative`` lists) and the label of the model it is set against.
         self.divergence: dict[int, dict] = {}
         self.coloured = False
+
+    @classmethod
+    def saved(cls, labels: list[str], replies: list[dict], kept: int, message_id: int | None) -> "ComparedTurn":
+        """A compared turn as it was saved: each pane's reply (``Reply``'s arguments) and figures
+        (``stats.compare``: the lines under the panes, each pane's divergence)."""
+        first = ((replies[0].get("stats") or {}).get("compare") or {}) if replies else {}
+        turn = cls(labels, first.get("schedule") or "reopened")
+        turn.panes = [Reply(label, classes="pane", **reply) for label, reply in zip(labels, replies)]
+        for number, pane in enumerate(turn.panes, start=1):
+            pane.pane_number = number
+        turn.message_id = message_id
+        for index, reply in enumerate(replies):
+            figures = ((reply.get("stats") or {}).get("compare") or {})
+            if index == 0 and figures.get("lines"):
+                turn._figures.update(Content(visible_text("\n".join(figures["lines"]))))
+                turn._figures.display = True
+            d = figures.get("divergence")
+            if d and d.get("other") is not None and d["other"] < len(labels):
+                turn.divergence[index] = {
+                    "kl": d["kl"], "agree": d["agree"], "other": d["other"], "label": labels[d["other"]],
+                    "top": [[Alternative(i, piece, v) for i, piece, v in row] for row in d.get("top") or []]}
+        turn._kept_at_mount = kept
+        return turn
+
+    def on_mount(self) -> None:
+        kept = getattr(self, "_kept_at_mount", None)
+        if kept is not None:
+            self.keep(kept)
 
     def compose(self):
         yield self._heading

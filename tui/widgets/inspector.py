@@ -33,7 +33,7 @@ from backends.prompt.check import PromptCheck
 from backends.prompt.view import PromptView
 
 from .palette import Palette
-from .prompt_header import header_lines, score_line, shades
+from .prompt_header import compared_lines, header_lines, score_line, shades
 from .sparkline import theme_style
 from .token_layout import MODES, Layout
 
@@ -49,6 +49,8 @@ class Inspector(ScrollView, can_focus=True):
         Binding("m", "cycle_mode", "Inspector mode", id="inspector.cycle-mode"),
         Binding("s", "score", "Score the prompt", id="inspector.score",
                 tooltip="how the model reads this prompt: each token's probability, the least expected named"),
+        Binding("n", "next_compared", "Next model's prompt", id="inspector.next-compared", show=False,
+                tooltip="compare mode: show the next compared model's prompt below the table"),
     ]
 
     @dataclass
@@ -105,6 +107,8 @@ class Inspector(ScrollView, can_focus=True):
         #: The output view (the token under the chat's cursor): draws its lines at a width; None: the prompt.
         self._output: Callable[[int], list[Text]] | None = None
         self._score: tuple[PromptView, PromptScore] | None = None  # a prompt score, of that view
+        #: Compare mode: (labels, views, checks, shown): every model's prompt, tokens per message in the header.
+        self._compared: tuple[list, list, list, int] | None = None
         self._layout: Layout | None = None
         self._header: list[Text] = []
         self._shown_header: list[Text] = []
@@ -169,6 +173,35 @@ class Inspector(ScrollView, can_focus=True):
 
     def clear(self) -> None:
         self.show_preview(None)
+
+    def show_compared(self, labels: list[str], views: list[PromptView], checks: list | None = None) -> None:
+        """Compare mode: each model's prompt, tokens per message side by side above the tokens of one
+        of them (the one shown before, else the reference's; ``n`` goes to the next)."""
+        before = self._compared if self._compared is not None and len(self._compared[1]) == len(views) else None
+        shown = before[3] if before is not None else 0
+        if checks is None:  # a preview: the last turn's checks stay on the table, said to be the last turn's
+            checks = before[2] if before is not None else [None] * len(views)
+        self._compared = (labels, views, list(checks), shown)
+        self._show_compared_view()
+
+    def hide_compared(self) -> None:
+        self._compared = None
+
+    def action_next_compared(self) -> None:
+        if self._compared is None:
+            self.notify("n shows the next compared model's prompt: /compare 1 2 turns compare mode on",
+                        severity="warning", markup=False)
+            return
+        labels, views, checks, shown = self._compared
+        self._compared = (labels, views, checks, (shown + 1) % len(views))
+        self._show_compared_view()
+
+    def _show_compared_view(self) -> None:
+        _, views, checks, shown = self._compared
+        self._error = None
+        self._view, self._check = views[shown], checks[shown]
+        self._mark = self._check.mismatch if self._check is not None else None
+        self._refresh_content()
 
     # -- the output side and how the model read the prompt --------------------------------------
 
@@ -312,6 +345,9 @@ class Inspector(ScrollView, can_focus=True):
                                         check=self._check, verdict_prefix=prefix)
             if self.score is not None:
                 self._header.insert(1, score_line(self._view, self.score, self.palette))
+            if self._compared is not None:
+                labels, views, checks, shown = self._compared
+                self._header[:0] = compared_lines(labels, views, shown, max(width, 1), self.palette, checks)
             self._fit_header()
         layout = self._ensure_layout()
         if layout is not None:

@@ -7,6 +7,7 @@ import math
 from rich.text import Text
 
 from backends.generation.score import PromptScore
+from backends.prompt.by_message import FRAMING, aligned_counts
 from backends.prompt.check import PromptCheck
 from backends.prompt.view import Dropped, PromptView
 
@@ -140,6 +141,42 @@ def header_lines(view: PromptView | None, mode: str, width: int = 80, palette: P
         lines.extend(warning_lines(view, palette))
     if error:
         lines.append(error_line(error, palette))
+    return lines
+
+
+def compared_lines(labels: list[str], views: list[PromptView], shown: int, width: int = 80,
+                   palette: Palette = DEFAULT_PALETTE, checks: list | None = None) -> list[Text]:
+    """Compare mode: each model's prompt for the conversation, tokens per message side by side, each
+    prompt's check once its turn has run, and whose prompt the tokens below are (``shown``)."""
+    name_width = 12
+    column = max(7, min(14, (width - name_width - 2) // max(1, len(views))))
+    lines = [Text(f"prompts of the {len(views)} compared models, tokens per message "
+                  f"(below: model {shown + 1}'s; n shows the next)", palette.muted, no_wrap=True, overflow="crop")]
+    head = Text("".ljust(name_width), no_wrap=True, overflow="crop")
+    for n, label in enumerate(labels, start=1):
+        head.append(f"{n} {printable(label)}"[: column - 1].rjust(column), palette.role if n - 1 == shown else "")
+    lines.append(head)
+    for row in aligned_counts(views):
+        name = row.role if row.index == FRAMING else f"{row.index} {row.role}"
+        line = Text(printable(name)[: name_width - 1].ljust(name_width), palette.muted, no_wrap=True, overflow="crop")
+        for tokens in row.tokens:
+            line.append(("—" if tokens is None else f"{tokens:,}").rjust(column),
+                        palette.dropped if tokens is None else "")
+        lines.append(line)
+    total = Text("all".ljust(name_width), palette.muted, no_wrap=True, overflow="crop")
+    for view in views:
+        total.append(f"{len(view.ids):,}".rjust(column), "bold")
+    lines.append(total)
+    if checks and any(c is not None for c in checks):
+        now = all(c is None or c.view is v for c, v in zip(checks, views))
+        marks = Text(("checked" if now else "last turn").ljust(name_width), palette.muted, no_wrap=True,
+                     overflow="crop")
+        for check in checks:
+            verified = None if check is None else check.verified
+            mark = "…" if check is None else "?" if verified is None else "✓" if verified else "✗"
+            marks.append(mark.rjust(column), palette.ok if verified else palette.error if verified is False
+                         else palette.muted)
+        lines.append(marks)
     return lines
 
 
