@@ -5,6 +5,7 @@ conversation goes on from, what is saved, and the refusals."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 from app_helpers import command, screen_text, wait_for
@@ -44,7 +45,7 @@ async def compare_once(pilot, app, text: str = "Name a colour.") -> ComparedTurn
     return app.chat.query_one(ComparedTurn)
 
 
-def test_two_models_answer_side_by_side_and_their_divergence_is_the_backends(tiny_handle, other_handle):
+def test_two_models_answer_side_by_side_and_their_divergence_is_the_backends(tiny_handle, other_handle, tmp_path):
     async def scenario():
         app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
         async with app.run_test(size=(160, 48)) as pilot:
@@ -80,6 +81,14 @@ def test_two_models_answer_side_by_side_and_their_divergence_is_the_backends(tin
             assert branch.content == second.text and branch.model == "other"
             assert branch.stats["compare"]["against_reference"]["summary"]["mean_kl"] == \
                 pytest.approx(expected.summary().mean_kl)
+
+            # The JSON export carries every reply and its figures.
+            target = tmp_path / "compared.json"
+            await command(pilot, app, f"/save json {target}")
+            exported = json.loads(target.read_text())["messages"][1]
+            assert exported["stats"]["compare"]["divergence"]["kl"] == pytest.approx(turn.divergence[0]["kl"])
+            assert exported["branches"][0]["stats"]["compare"]["against_reference"]["top1_agree"] == \
+                expected.top1_agree
 
             # d colours both panes by divergence; the token cursor sets both models' top K side by side.
             app.chat.focus()
@@ -235,5 +244,21 @@ def test_esc_stops_a_compared_turn_and_keeps_what_was_said(tiny_handle, other_ha
             app.input.load_text("and now?")  # the gate is open again
             await pilot.press("enter")
             await wait_for(pilot, lambda: len(app.chat.query(ComparedTurn)) == 2)
+
+    asyncio.run(scenario())
+
+
+def test_c_in_the_model_picker_compares_that_model_with_the_active_one(tiny_handle, other_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None)
+            app.chat.focus()
+            await pilot.press("f2")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelPicker")
+            await pilot.press("down", "c")  # the second row: model 2
+            await wait_for(pilot, lambda: app.comparing.on)
+            assert app.comparing.slots == [0, 1] and app.status.info.compare == "compare 1·2"
+            assert "compare mode: each message goes to models 1" in notices(app)[-1]
 
     asyncio.run(scenario())

@@ -122,6 +122,7 @@ class LlmTuiApp(App[int]):
                                    inspector=self.inspector)
         self.preview.compared = self.comparing.targets
         self.turns.answer_again = self._answer_again
+        self.models.on_compare_pick = self.comparing.add
         self.preview.paused = lambda: self.comparing.running is not None
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
                                    prompt_input=self.input, comparing=self.comparing)

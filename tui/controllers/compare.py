@@ -22,6 +22,7 @@ from functools import partial
 from backends.core.errors import UsageError, error_line
 from backends.core.events import Alternative
 from backends.core.units import format_bytes
+from backends.generation.compare.figures import finite
 from backends.generation.compare.replies import ReplyRun, schedule
 from backends.generation.compare.turn import PairOutcome, compare_turn, read_under_reference
 from backends.memory.fit import plan_turn
@@ -99,6 +100,18 @@ class Comparing:
         self.refuse_turns()
         self._waiting = slots
         self._load_next()
+
+    def add(self, index: int) -> None:
+        """``c`` in the model picker: compare slot ``index`` with the active model, or add it to
+        those compared (at most 4)."""
+        base = list(self.slots) if self.slots else [self.models.active] if self.models.active is not None else []
+        if index in base:
+            self.chat.add_notice(f"model {index + 1} is already compared", error=True)
+            return
+        try:
+            self.command(" ".join(str(i + 1) for i in [*base, index]))
+        except UsageError as err:
+            self.chat.add_notice(str(err), error=True)
 
     def _load_next(self) -> None:
         """Load the asked-for slots that are not loaded yet, one at a time, beside the others."""
@@ -336,7 +349,8 @@ class Comparing:
             figures["against_reference"] = pair.to_json()
         if i in message.divergence:
             d = message.divergence[i]
-            figures["divergence"] = {"kl": d["kl"], "agree": d["agree"], "other": d["other"],
+            # JSON has no infinity: a token one model rules out is saved as null (and drawn as the most divergent).
+            figures["divergence"] = {"kl": [finite(v) for v in d["kl"]], "agree": d["agree"], "other": d["other"],
                                      "top": [[[a.id, a.piece, a.logprob] for a in row] for row in d["top"]]}
         return {"model": run.widget.labels[i], "text": done.text, "status": _STATUS_OF.get(done.stop_reason, "complete"),
                 "done": done, "tokens": pane.tokens, "made_by": pane.made_by, "more_stats": {"compare": figures}}

@@ -63,6 +63,8 @@ class ModelRegistry:
         self.on_activated: Callable[[Slot], None] = lambda slot: None
         #: A load ended without a model (it failed, or its code was not allowed to run).
         self.on_gave_up: Callable[[], None] = lambda: None
+        #: ``c`` in the picker: compare slot N with the active model.
+        self.on_compare_pick: Callable[[int], None] = lambda index: None
 
     # -- slots ---------------------------------------------------------------------------------
 
@@ -202,14 +204,17 @@ class ModelRegistry:
     def switch_to(self, name: str, quant: str | None = None) -> None:
         """Switch to a model by number, slot name, alias, path or HF id; ``quant`` (e.g. "nf4")
         loads it quantized that way, as a slot of its own."""
+        self.load(self.slot_for(name, quant))
+
+    def slot_for(self, name: str, quant: str | None = None) -> int:
+        """The slot of a model by number, slot name, alias, path or HF id (added when new); with
+        ``quant``, the slot of it quantized that way."""
         index = self.find(name)
         spec = self.slots[index].spec if index is not None else spec_for(name, self.settings.options, self.config)
         if quant is not None and quant != spec.quant:
             base = self.slots[index].name if index is not None else name
-            index = self.add(f"{base} ({quant})", spec.with_(quant=quant))
-        elif index is None:
-            index = self.add(name, spec)
-        self.load(index)
+            return self.add(f"{base} ({quant})", spec.with_(quant=quant))
+        return index if index is not None else self.add(name, spec)
 
     def switch_number(self, number: int) -> None:
         if number > len(self.slots):
@@ -229,5 +234,12 @@ class ModelRegistry:
             else:
                 detail = str(slot.spec.source) if slot.spec.source else "the embedded default model"
             entries.append(Entry(slot.name, detail, "slot", state))
-        self.app.push_screen(ModelPicker(entries, with_catalog=not self.settings.frozen),
-                             lambda pick: self.switch_to(pick.name, pick.quant) if pick else None)
+        self.app.push_screen(ModelPicker(entries, with_catalog=not self.settings.frozen), self._picked)
+
+    def _picked(self, pick) -> None:
+        if pick is None:
+            return
+        if pick.compare:
+            self.on_compare_pick(self.slot_for(pick.name, pick.quant))
+        else:
+            self.switch_to(pick.name, pick.quant)

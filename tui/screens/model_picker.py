@@ -30,6 +30,7 @@ class Pick:
 
     name: str
     quant: str | None = None
+    compare: bool = False  # c: compare it with the active model (or add it to those compared)
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class ModelPicker(ModalScreen[Pick | None]):
     BINDINGS = [
         Binding("escape", "dismiss(None)", "Close", id="picker.close"),
         Binding("q", "cycle_quant", "Quantization", id="picker.quant"),
+        Binding("c", "compare", "Compare", id="picker.compare",
+                tooltip="compare the highlighted model with the active one: each message goes to both"),
         *[Binding(str(n), f"pick({n})", f"Model {n}", show=False, id=f"picker.pick-{n}") for n in range(1, 10)],
     ]
 
@@ -111,6 +114,11 @@ class ModelPicker(ModalScreen[Pick | None]):
     @on(OptionList.OptionSelected)
     def chosen(self, event: OptionList.OptionSelected) -> None:
         self.dismiss(Pick(self.entries[event.option_index].name, self.quant))
+
+    def action_compare(self) -> None:
+        highlighted = self.query_one(OptionList).highlighted
+        if highlighted is not None:
+            self.dismiss(Pick(self.entries[highlighted].name, self.quant, compare=True))
 
     def action_pick(self, number: int) -> None:
         if number <= len(self.entries):

@@ -34,7 +34,9 @@ KL_BUCKETS: tuple[tuple[float, str, str], ...] = (
 )
 
 
-def divergence_style(kl: float, agree: bool) -> str:
+def divergence_style(kl: float | None, agree: bool) -> str:
+    """``kl`` None: infinite (saved as null: the other model rules the token out)."""
+    kl = math.inf if kl is None else kl
     style = next((f"on {colour}" for lowest, colour, _ in KL_BUCKETS if kl >= lowest), "")
     return f"{style} underline".strip() if not agree else style
 
@@ -163,6 +165,7 @@ def compared_output_lines(tokens: list, index: int, width: int, figures: dict, l
         lines.append(Text("not compared at this token", palette.muted, no_wrap=True, overflow="crop"))
         return lines
     kl, agree = figures["kl"][position], figures["agree"][position]
+    kl = math.inf if kl is None else kl
     line = Text(no_wrap=True, overflow="crop")
     line.append(f"KL {kl:.4f} nats", palette.warning if kl >= KL_BUCKETS[-1][0] else "")
     line.append(" · likeliest tokens agree" if agree else " · likeliest tokens differ",
