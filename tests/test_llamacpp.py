@@ -110,7 +110,8 @@ def test_run_json_on_the_gguf(demo_dir):
 
 
 def test_llama_cpp_server_on_loopback(demo_dir, tmp_path):
-    pytest.importorskip("sse_starlette", reason="llama-cpp-python's server needs 'llama-cpp-python[server]'")
+    for module in ("sse_starlette", "starlette_context", "pydantic_settings"):  # llama-cpp-python[server]
+        pytest.importorskip(module, reason="llama-cpp-python's server needs 'llama-cpp-python[server]'")
     from server_stubs import free_port, wait_until_up
 
     from backends.checkpoint.demo import demo_gguf

@@ -93,6 +93,15 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--json", action="store_true", help="JSON Lines: one token event per token, then a done event")
         parser.add_argument("--top-logprobs", type=int, default=None, metavar="K",
                             help="with --json, each token's log-probability, rank, entropy and K alternatives")
+        parser.add_argument("--prefill", metavar="TEXT",
+                            help="start the reply with TEXT (its tokens, as this model tokenizes it); the model goes on")
+        parser.add_argument("--tools", metavar="FILE", help="JSON list of OpenAI function schemas the model may call")
+        parser.add_argument("--mcp", action="append", default=[], metavar="NAME",
+                            help="offer the tools of MCP server NAME ([mcp.servers.NAME] in the config); repeatable")
+        parser.add_argument("--allow-tool", action="append", default=[], metavar="NAME",
+                            help="run calls to tool NAME without asking (else the run stops at a call); repeatable")
+        parser.add_argument("--max-tool-steps", type=int, default=5, metavar="N",
+                            help="replies one run may take between tool calls (default 5)")
         add_loading_flags(parser)
         add_sampling_flags(parser)
     elif name == "compare":
@@ -121,6 +130,8 @@ def command_parser(name: str) -> argparse.ArgumentParser:
         parser.add_argument("--trust-remote-code", action="store_true", help="allow the checkpoint's tokenizer code to run")
         parser.add_argument("--score", action="store_true",
                             help="load the weights and give each prompt token's log-probability under the model")
+        parser.add_argument("--tools", metavar="FILE",
+                            help="JSON list of OpenAI function schemas, put in the prompt as the family's format does")
         add_server_flags(parser)
     elif name == "profile":
         parser.description = "Measure peak memory, KV-cache size and speed at several context lengths."

@@ -18,12 +18,15 @@ from backends.core.params import SamplingParams
 from backends.core.sanitize import visible_text
 from backends.core.spec import ModelSpec
 from backends.generation.open import open_model, open_prompt_side, runs_on_llamacpp
+from backends.prompt.tools.definitions import load_tools
 from backends.prompt.truncation import render_within
+from backends.prompt.view import TOOLS_SPAN
 from backends.storage.catalog import list_models
 
 from .compare_command import run_compare_command
 from .profile_command import run_profile_command
 from .settings import LoadOptions, load_config, spec_for
+from .tool_command import run_with_tools
 from .turn_check import check_turn_fits
 
 
@@ -79,11 +82,14 @@ def cmd_run(args) -> int:
     messages = messages_from_args(args)
     params = params_from_args(args)
     spec = spec_from_args(args)
+    if args.tools or args.mcp:
+        return run_with_tools(args, spec, messages, params)
     handle = open_model(spec, _progress_printer())
     check_turn_fits(handle, messages, params)
     out = sys.stdout
     safe = visible_text if out.isatty() else (lambda s: s)
-    generation = handle.stream(messages, params, threading.Event())
+    prefix = handle.prefill_tokens(args.prefill) if args.prefill else None
+    generation = handle.stream(messages, params, threading.Event(), prefix=prefix)
     interrupted = False
     done: DoneEvent | None = None
     while done is None:
@@ -135,12 +141,16 @@ def cmd_inspect(args) -> int:
     family, where = open_prompt_side(spec, _progress_printer())
     if args.max_prompt_tokens is not None:
         SamplingParams().with_value("max_prompt_tokens", str(args.max_prompt_tokens))  # range check
-    view = render_within(family, messages, args.max_prompt_tokens,
+    tools = [t.schema() for t in load_tools(args.tools)] if args.tools else None
+    view = render_within(family, messages, args.max_prompt_tokens, tools=tools,
                          add_generation_prompt=not args.no_generation_prompt, max_new_tokens=args.max_new_tokens)
     score = _score(spec, view) if args.score else None
+    tool_tokens = sum(s.end - s.start for s in view.spans if s.index == TOOLS_SPAN)
     if args.json:
         data = view.to_json()
         data["model"] = where
+        if tools:
+            data["tools"] = {"count": len(tools), "tokens": tool_tokens}
         if score is not None:
             data["logprobs"] = score.logprobs
             data["score"] = {k: v for k, v in score.to_json().items() if k != "logprobs"}
@@ -150,7 +160,8 @@ def cmd_inspect(args) -> int:
     print("-" * 40)
     print(f"family: {view.family} · {len(view.ids)} tokens"
           + (f" of {view.max_context}" if view.max_context else "")
-          + (f" · dropped {view.dropped_tokens} tokens" if view.dropped else ""))
+          + (f" · dropped {view.dropped_tokens} tokens" if view.dropped else "")
+          + (f" · {len(tools)} tools in {tool_tokens} tokens" if tools else ""))
     print("ids: " + " ".join(str(i) for i in view.ids))
     for warning in view.warnings:
         print(f"warning: {warning}")

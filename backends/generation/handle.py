@@ -74,21 +74,28 @@ class ModelHandle:
     # -- prompt --------------------------------------------------------------
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
                max_new_tokens: int | None = None, max_prompt_tokens: int | None = None,
-               cancel: threading.Event | None = None) -> PromptView:
+               cancel: threading.Event | None = None, tools: list[dict] | None = None) -> PromptView:
         """The exact prompt for ``messages``; with ``max_prompt_tokens``, cut to that many
         tokens by the family's truncation (``backends.truncation``). Once ``cancel`` is set the
-        render stops at its next check with ``RenderCancelled`` (a preview typing has replaced)."""
+        render stops at its next check with ``RenderCancelled`` (a preview typing has replaced).
+        ``tools`` (OpenAI function schemas) are put where the family's format puts them."""
         return render_within(self.family, messages, max_prompt_tokens, add_generation_prompt=add_generation_prompt,
-                             max_new_tokens=max_new_tokens, cancel=cancel)
+                             max_new_tokens=max_new_tokens, cancel=cancel, tools=tools)
 
     # -- generation ----------------------------------------------------------
     def stream(self, messages: list[dict], params: SamplingParams | None = None,
-               stop_event: threading.Event | None = None, *, prefix: list[TokenEvent] | None = None) -> Generation:
+               stop_event: threading.Event | None = None, *, prefix: list[TokenEvent] | None = None,
+               tools: list[dict] | None = None) -> Generation:
         """Answer ``messages`` in a background thread. With ``prefix`` (tokens a reply already has: a
         branch taken from an alternative token), the reply goes on from those exact IDs: they are
-        appended to the prompt as IDs, never re-tokenised, and come first in the stream."""
+        appended to the prompt as IDs, never re-tokenised, and come first in the stream. ``tools``
+        (OpenAI function schemas) are in the prompt as the family's format puts them."""
         params = (params or SamplingParams()).validate()
-        view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens)
+        if tools and getattr(self.runner, "name", "") in ("native", "remote"):
+            raise UsageError(f"tools are not sent through the {self.runner.name} engine yet",
+                             "use --engine generate (or loop, for remote-code checkpoints)")
+        view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens,
+                           tools=tools)
         if prefix:
             view = self._continued(view, prefix)
         generation = Generation(view, stop_event or threading.Event())
@@ -105,6 +112,24 @@ class ModelHandle:
         generation.thread = thread
         thread.start()
         return generation
+
+    def prefill_tokens(self, text: str) -> list[TokenEvent]:
+        """``text`` as the first tokens of a reply (``run --prefill``), in this model's own tokenization;
+        each token's text is what it adds to the decoded whole, so the pieces join to ``text``."""
+        encode = getattr(self.tokenizer, "encode", None)
+        if encode is None:
+            raise UsageError(f"starting a reply from text needs a local tokenizer; {self.info.label} has none here",
+                             "use a checkpoint folder or a GGUF with transformers (--engine generate)")
+        try:
+            ids = list(encode(text, add_special_tokens=False))
+        except TypeError:  # a vendor tokenizer without that argument adds no special tokens anyway
+            ids = list(encode(text))
+        tokens, before = [], ""
+        for k in range(len(ids)):
+            whole = self.family.decode(ids[:k + 1])
+            tokens.append(TokenEvent(ids[k], whole[len(before):] if whole.startswith(before) else "", 0.0))
+            before = whole if whole.startswith(before) else before
+        return tokens
 
     # -- the prompt cache ------------------------------------------------------
     @property

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
+from backends.core.errors import UsageError
 from backends.prompt.cancel import cancellable, check_cancelled
 from backends.prompt.view import Dropped, PromptView
 
@@ -24,20 +25,25 @@ def truncation_rule(family) -> str:
 
 def render_within(family, messages: list[dict], max_prompt_tokens: int | None, *,
                   add_generation_prompt: bool = True, max_new_tokens: int | None = None,
-                  cancel: threading.Event | None = None) -> PromptView:
+                  cancel: threading.Event | None = None, tools: list[dict] | None = None) -> PromptView:
     """``family.render(messages)`` cut to at most ``max_prompt_tokens`` tokens (None: no budget).
 
     Once ``cancel`` is set, ``RenderCancelled`` is raised at the next check: between the
     renders narrowing takes, and inside a family's render where it checks (``prompt.cancel``).
     """
     with cancellable(cancel):
-        return _render_within(family, messages, max_prompt_tokens, add_generation_prompt, max_new_tokens)
+        return _render_within(family, messages, max_prompt_tokens, add_generation_prompt, max_new_tokens, tools)
 
 
 def _render_within(family, messages: list[dict], max_prompt_tokens: int | None, add_generation_prompt: bool,
-                   max_new_tokens: int | None) -> PromptView:
+                   max_new_tokens: int | None, tools: list[dict] | None = None) -> PromptView:
     check_cancelled()
     kwargs = dict(add_generation_prompt=add_generation_prompt, max_new_tokens=max_new_tokens)
+    if tools:  # only families with a tool format take them; the others say so in one line
+        if not getattr(family, "supports_tools", False):
+            raise UsageError(f"the {family.name} prompt format has no place for tools",
+                             "compare without --tools, or use a model whose format has tool calls")
+        kwargs["tools"] = tools
     view = family.render(messages, **kwargs)
     if not max_prompt_tokens or len(view.ids) <= max_prompt_tokens:
         return replace(view, messages=list(messages))

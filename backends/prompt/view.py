@@ -15,12 +15,17 @@ from functools import lru_cache
 from typing import Iterable, Literal
 
 
+#: The ``Span.index`` of the tokens that render the tool definitions (role "tools").
+TOOLS_SPAN = -2
+
+
 @dataclass(frozen=True)
 class Span:
     """Tokens ``[start, end)`` render message ``index`` (a ``role`` message).
 
     ``index`` is the position in the conversation's message list; ``-1`` marks
-    tokens that belong to no message (the generation prompt, BOS, framing).
+    tokens that belong to no message (the generation prompt, BOS, framing),
+    ``TOOLS_SPAN`` the tool definitions.
     """
 
     index: int

@@ -25,6 +25,7 @@ from backends.core.spec import (
     ModelSpec,
     check_device_map,
 )
+from backends.storage.mcp_config import mcp_servers
 
 CONFIG_NAME = "config.toml"
 
@@ -83,6 +84,8 @@ class Config:
     models: dict[str, ModelAlias] = field(default_factory=dict)
     #: Binding id -> keys, e.g. {"send": "ctrl+j,alt+enter"}.
     keys: dict[str, str] = field(default_factory=dict)
+    #: ``[mcp.servers.NAME]``: MCP servers whose tools may be used (``ServerConfig`` by name).
+    mcp_servers: dict = field(default_factory=dict)
     #: One line per ignored unknown key or section.
     warnings: tuple[str, ...] = ()
 
@@ -217,7 +220,7 @@ ALIAS_CHECKS: dict[str, Check] = {
     "api_key_env": _string,
 }
 
-_SECTIONS = ("defaults", "models", "keys")
+_SECTIONS = ("defaults", "models", "keys", "mcp")
 
 assert set(DEFAULTS_CHECKS) == {f.name for f in fields(Defaults)}
 assert set(ALIAS_CHECKS) == {f.name for f in fields(ModelAlias)} - {"name"}
@@ -279,7 +282,9 @@ def build_config(file: Path, data: dict) -> Config:
         except BadValue as bad:
             raise UsageError(f"{file}: [keys] {key_text(binding)} {bad.problem}", bad.fix) from None
 
-    return Config(path=file, exists=True, defaults=defaults, models=models, keys=keys, warnings=tuple(warnings))
+    servers = mcp_servers(file, data, warnings)
+    return Config(path=file, exists=True, defaults=defaults, models=models, keys=keys, mcp_servers=servers,
+                  warnings=tuple(warnings))
 
 
 def _table(file: Path, data: dict, name: str) -> dict:

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from backends.core.sequences import common_prefix
 from backends.prompt.check import PromptCheck
-from backends.prompt.view import PromptView, Span
+from backends.prompt.view import TOOLS_SPAN, PromptView, Span
 
 from .palette import DEFAULT_PALETTE, Palette
 from .prompt_header import dropped_entry, header_lines
@@ -66,6 +66,8 @@ def segments(view: PromptView) -> list[tuple[Span | None, int, int]]:
 
 def span_label(span: Span) -> str:
     role = printable(span.role).replace("\n", " ")
+    if span.index == TOOLS_SPAN:
+        return f"tool definitions ({span.end - span.start:,} tokens)"
     if span.index < 0:
         return "generation prompt" if role in ("generation", "") else f"{role} (framing)"
     return f"#{span.index} {role}"

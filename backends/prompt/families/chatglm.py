@@ -26,7 +26,8 @@ from backends.prompt.families.sp_tokens import (
     int_setting,
     require_file,
 )
-from backends.prompt.view import PromptView, Span, piece_from_bytes
+from backends.prompt.tools.formats import chatglm3_tools_text
+from backends.prompt.view import TOOLS_SPAN, PromptView, Span, piece_from_bytes
 
 SPECIAL_TOKENS = ("[MASK]", "[gMASK]", "[sMASK]", "sop", "eop",
                   "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>")
@@ -90,9 +91,14 @@ class ChatGLM3Family:
     def message_text(role: str, content: str, metadata: str = "") -> str:
         return f"<|{role}|>{metadata}\n{content}"
 
+    #: Tools go in a system message of their own, as the vendor's tool demo writes it; calls come
+    #: back as a tool name line and ``tool_call(...)`` (``backends.prompt.tools.calls``).
+    supports_tools = True
+    tool_call_format = "chatglm3"
+
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
-        return self._render(list(enumerate(messages)), add_generation_prompt, max_new_tokens, "full")
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
+        return self._render(list(enumerate(messages)), add_generation_prompt, max_new_tokens, "full", tools)
 
     def render_incremental(self, messages: list[dict], *, add_generation_prompt: bool = True,
                            max_new_tokens: int | None = None) -> PromptView:
@@ -107,10 +113,16 @@ class ChatGLM3Family:
         return self._render([(last, messages[last])], add_generation_prompt, max_new_tokens, "incremental")
 
     def _render(self, indexed: list[tuple[int, dict]], add_generation_prompt: bool,
-                max_new_tokens: int | None, mode: str) -> PromptView:
+                max_new_tokens: int | None, mode: str, tools: list[dict] | None = None) -> PromptView:
         ids = [self.special["[gMASK]"], self.special["sop"]]
         text = "[gMASK]sop"
         spans = [Span(-1, "prefix", 0, 2)]
+        if tools:  # build_chat_input: a system message's tools follow its content, json.dumps(indent=4)
+            content = chatglm3_tools_text(tools)
+            part = self.message_ids("system", content)
+            spans.append(Span(TOOLS_SPAN, "tools", len(ids), len(ids) + len(part)))
+            ids += part
+            text += self.message_text("system", content)
         for index, message in indexed:
             metadata = message.get("metadata") or ""
             part = self.message_ids(message["role"], message["content"], metadata)

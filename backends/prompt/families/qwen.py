@@ -25,8 +25,11 @@ from pathlib import Path
 
 from backends.core.errors import MissingPackageError, ModelLoadError, UsageError
 from backends.core.files import read_json
+from backends.core.sequences import common_prefix
 from backends.prompt.families.generation_json import read_generation_json
 from backends.prompt.families.sp_tokens import int_setting, require_file
+from backends.prompt.tools.formats import qwen_react_query
+from backends.prompt.tools.spans import split_spans
 from backends.prompt.view import Dropped, PromptView, Span, piece_from_bytes
 
 PAT_STR = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
@@ -188,11 +191,16 @@ class QwenFamily:
         ids = [t.im_start_id] + t.encode(role) + self._nl + t.encode(content) + [t.im_end_id]
         return f"{IM_START}{role}\n{content}{IM_END}", ids
 
+    #: Tools go into the question as the vendor's ReAct prompt asks it (``tools.formats``).
+    supports_tools = True
+    tool_call_format = "react"
+
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
         if self.chat_format == "raw":
             return self._render_raw(messages)
         system, system_index, history, query = _split_chat(messages)
+        asked = messages[query]["content"] if query is not None else None
         warnings = _nfc_warnings(messages)
 
         sys_text, sys_ids = self._turn("system", system)
@@ -222,8 +230,15 @@ class QwenFamily:
             break
 
         parts = [sys_part] + [p for pair in kept for p in pair]
+        tools_at = None
         if query is not None:
-            q_text, q_ids = self._turn("user", messages[query]["content"])
+            q_text, q_ids = self._turn("user", qwen_react_query(tools, asked) if tools else asked)
+            if tools:  # the instruction's tokens: where this question differs from the plain one
+                plain = self._turn("user", asked)[1]
+                start = common_prefix(q_ids, plain)
+                end = len(q_ids) - common_prefix(q_ids[start:][::-1], plain[start:][::-1])
+                before = sum(len(p.ids) for p in parts) + len(self._nl)
+                tools_at = (before + start, before + end)
             parts.append(_Part(query, "user", "\n" + q_text, self._nl + q_ids))
         if add_generation_prompt and query is not None:
             t = self.tokenizer
@@ -233,7 +248,11 @@ class QwenFamily:
             warnings.append("the conversation ends with an assistant reply: no generation prompt added"
                             if history else "no user message: the prompt is the system prompt alone")
 
+        if tools and query is None:
+            warnings.append("no question to put the tools in: Qwen's ReAct prompt asks the last user message")
         view = self._view(parts, dropped, warnings)
+        if tools_at is not None:
+            view.spans = split_spans(view.spans, *tools_at)
         if self.max_context and len(view.ids) > self.max_context:
             view.warnings.append(f"prompt is {len(view.ids)} tokens, over the model's context of {self.max_context}")
         return view

@@ -8,8 +8,11 @@ tokens (the template already wrote them).
 
 from __future__ import annotations
 
+import json
+
 from backends.core.errors import UsageError
 from backends.prompt.cancel import check_cancelled
+from backends.prompt.tools.spans import tools_span
 from backends.prompt.view import PromptView, Span, byte_level_decoder, piece_from_bytes
 
 
@@ -88,10 +91,14 @@ class ChatTemplateFamily:
         self._vocab_cache: dict[str, int] | None = None
 
     # -- rendering -----------------------------------------------------------
-    def _text(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    #: Tools go to the template as ``tools=`` (the template decides where they go, or ignores them).
+    supports_tools = True
+
+    def _text(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
+        extra = {"tools": tools} if tools else {}
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
             )
         except Exception as err:  # jinja raise_exception(), bad role order …
             raise UsageError(f"the chat template rejects this conversation: {err}",
@@ -102,25 +109,34 @@ class ChatTemplateFamily:
         return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
         check_cancelled()
-        text = self._text(messages, add_generation_prompt)
+        text = self._text(messages, add_generation_prompt, tools)
         check_cancelled()  # before tokenizing: a long prompt's costliest step with the spans below
         ids, offsets = self.encode(text)
+        spans = self._spans(messages, text, offsets, add_generation_prompt, tools)
+        notes = []
+        if tools:
+            plain = self._text(messages, add_generation_prompt)
+            if plain == text:
+                notes.append(f"the chat template ignores tools=: the {len(tools)} tool definitions are not in the "
+                             "prompt (this model's template has no tool format)")
+            else:
+                spans = tools_span(spans, text, plain, [end for _, end in offsets] if offsets else [])
         view = PromptView(
             family=self.name,
             text=text,
             ids=ids,
             pieces=self._pieces.pieces(ids),
             special=self._pieces.special(ids),
-            spans=self._spans(messages, text, offsets, add_generation_prompt),
+            spans=spans,
             max_context=self.max_context,
             stop_ids=self.stop_ids(),
         )
-        view.warnings.extend([*self._notes, *self._warnings(messages, view, add_generation_prompt)])
+        view.warnings.extend([*self._notes, *notes, *self._warnings(messages, view, add_generation_prompt, tools)])
         return view
 
-    def _spans(self, messages, text, offsets, add_generation_prompt) -> list[Span]:
+    def _spans(self, messages, text, offsets, add_generation_prompt, tools=None) -> list[Span]:
         """Token ranges per message, from the text length of each prefix render.
 
         Prefix renders are remembered: while the user types, only the draft
@@ -129,7 +145,7 @@ class ChatTemplateFamily:
         bounds: list[int] = []
         for k in range(1, len(messages) + 1):
             check_cancelled()  # a template render per new prefix: many for a conversation not seen yet
-            prefix = self._prefix_text(tuple((m["role"], m["content"]) for m in messages[:k]))
+            prefix = self._prefix_text(tuple((m["role"], m["content"]) for m in messages[:k]), tools)
             if prefix is None or not text.startswith(prefix):
                 return self._spans_by_content(messages, text, offsets)
             bounds.append(len(prefix))
@@ -167,12 +183,12 @@ class ChatTemplateFamily:
                 self._head = ""
         return self._head
 
-    def _prefix_text(self, key: tuple) -> str | None:
+    def _prefix_text(self, messages: tuple, tools: list[dict] | None = None) -> str | None:
+        key = (json.dumps(tools, sort_keys=True) if tools else "", messages)
         cached = self._prefix_cache.get(key)
         if cached is None and key not in self._prefix_cache:
             try:
-                cached = self.tokenizer.apply_chat_template(
-                    [{"role": r, "content": c} for r, c in key], tokenize=False, add_generation_prompt=False)
+                cached = self._text([{"role": r, "content": c} for r, c in messages], False, tools)
             except Exception:
                 cached = None
             if len(self._prefix_cache) > 512:
@@ -189,13 +205,13 @@ class ChatTemplateFamily:
             bounds.append(cursor)
         return _char_bounds_to_spans(messages, bounds, len(text), offsets)
 
-    def _warnings(self, messages, view: PromptView, add_generation_prompt: bool) -> list[str]:
+    def _warnings(self, messages, view: PromptView, add_generation_prompt: bool, tools=None) -> list[str]:
         found = []
         bos = getattr(self.tokenizer, "bos_token_id", None)
         if bos is not None and len(view.ids) > 1 and view.ids[0] == bos and view.ids[1] == bos:
             found.append("doubled BOS: the prompt starts with two BOS tokens")
         if add_generation_prompt and messages and messages[-1]["role"] != "assistant":
-            if self._text(messages, False) == view.text:
+            if self._text(messages, False, tools) == view.text:
                 found.append("the template adds no generation prompt: the model may continue the user's text")
         stops = set(view.stop_ids)
         specials = [self._pieces.added[i] for i in self._pieces.special_ids if i in self._pieces.added]

@@ -1,0 +1,1 @@
+"""MCP servers: the tools they offer, and calling them (the ``mcp`` extra)."""
