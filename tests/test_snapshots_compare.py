@@ -21,8 +21,9 @@ from tui.widgets.compared import ComparedTurn
 
 
 @pytest.fixture(scope="module")
-def demo_nf4(demo_dir):
-    return open_model(ModelSpec(quant="nf4", prompt_cache=False))
+def demo_nf4(demo_dir, demo_handle):
+    yield open_model(ModelSpec(quant="nf4", prompt_cache=False))
+    demo_handle.release_cache()  # the shared default model leaves this module without a kept conversation
 
 
 def compare_app(demo_handle, demo_nf4) -> LlmTuiApp:

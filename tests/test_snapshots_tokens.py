@@ -35,6 +35,7 @@ def answer(handle, prefix=None) -> tuple[str, list[StoredToken]]:
 @pytest.fixture(scope="module")
 def replies(demo_handle):
     """The default model's answer, and the branch from its third token's second alternative."""
+    demo_handle.release_cache()  # read whole, whatever an earlier test's conversation left in the cache
     text, tokens = answer(demo_handle)
     return (text, tokens), answer(demo_handle, branch_prefix(tokens, 2, 2))
 

@@ -295,7 +295,10 @@ class ChatLog(VerticalScroll, can_focus=True):
 
     def _move(self, reply: Reply, index: int) -> None:
         previous = self.cursor[0] if self.cursor is not None else None
+        entering = self.cursor is None
         self.cursor = (reply, max(0, min(index, len(reply.tokens) - 1)))
+        if entering:
+            self.refresh_bindings()  # the cursor's keys (Esc leaves, 1-9, Enter) take over from the app's
         if previous is not None and previous is not reply:
             previous.show_tokens(colour=self.colour)
         reply.show_tokens(colour=self.colour, cursor=self.cursor[1])
@@ -346,6 +349,7 @@ class ChatLog(VerticalScroll, can_focus=True):
             return
         reply, _ = self.cursor
         self.cursor = None
+        self.refresh_bindings()  # the app's keys again (Esc stops, 1-9 switch models)
         if reply.is_attached:
             reply.show_tokens(colour=self.colour)
         self.post_message(self.TokensLeft())
