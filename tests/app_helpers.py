@@ -126,3 +126,11 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def compare_ended(app) -> bool:
+    """The compared turn is over: nothing runs, and the last compared turn has the reply it goes on from."""
+    from tui.widgets.compared import ComparedTurn
+
+    turns = app.chat.query(ComparedTurn)
+    return app.comparing.running is None and bool(turns) and turns.last().kept is not None

@@ -8,7 +8,7 @@ import asyncio
 import json
 
 import pytest
-from app_helpers import command, screen_text, wait_for
+from app_helpers import command, compare_ended, screen_text, wait_for
 
 from backends.core.spec import ModelSpec
 from backends.generation.compare.pairs import Reading, compare_reply
@@ -40,7 +40,7 @@ async def compare_once(pilot, app, text: str = "Name a colour.") -> ComparedTurn
     await command(pilot, app, "/compare 1 2")
     app.input.load_text(text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: app.comparing.running is None and app.comparing.last is not None, 60)
+    await wait_for(pilot, lambda: compare_ended(app), 60)
     await pilot.pause()
     return app.chat.query_one(ComparedTurn)
 
@@ -211,7 +211,7 @@ def test_a_compared_turn_comes_back_with_resume_and_ctrl_r_compares_again(tiny_h
             await command(pilot, app, "/compare 1 2")
             app.chat.focus()
             await pilot.press("ctrl+r")  # compare mode: every compared model answers again
-            await wait_for(pilot, lambda: app.comparing.running is None and app.comparing.last is not None, 60)
+            await wait_for(pilot, lambda: compare_ended(app), 60)
             await pilot.pause()
             (again,) = app.chat.query(ComparedTurn)
             assert again is not turn and [p.text for p in again.panes] == texts  # greedy: the same replies

@@ -10,7 +10,7 @@ is on screen.
 from __future__ import annotations
 
 import pytest
-from app_helpers import wait_for
+from app_helpers import compare_ended, wait_for
 from test_snapshots import SIZES, STATS, fixed_sample
 
 from backends.core.spec import ModelSpec
@@ -38,7 +38,7 @@ async def compared(pilot, *keys: str) -> None:
         app.input.load_text(line)
         await pilot.press("enter")
         await pilot.pause()
-    await wait_for(pilot, lambda: app.comparing.running is None and app.comparing.last is not None, 120)
+    await wait_for(pilot, lambda: compare_ended(app), 120)
     for pane in app.chat.query_one(ComparedTurn).panes:  # fixed time figures: only what was computed shows
         pane.stats = {**STATS, "prompt_tokens": pane.stats["prompt_tokens"], "new_tokens": len(pane.tokens)}
         pane.refresh_stats()

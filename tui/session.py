@@ -47,6 +47,19 @@ def _guarded(method):
     return run
 
 
+_STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
+
+
+def reply_status(stop_reason: str | None) -> str:
+    """How a reply that ended for ``stop_reason`` is saved and drawn: complete, stopped or error."""
+    return _STATUS_OF.get(stop_reason, "complete")
+
+
+def reply_stats(done, made_by: str | None) -> dict:
+    """A finished reply's figures as saved and drawn: the turn's stats, why it stopped, who made its IDs."""
+    return {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": made_by}
+
+
 class Recorder:
     def __init__(self, store: Store | None) -> None:
         self.store = store
@@ -305,8 +318,7 @@ class Recorder:
             return
         extra = {}
         if done is not None:
-            extra = {"stats": {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": made_by,
-                               **(more_stats or {})},
+            extra = {"stats": {**reply_stats(done, made_by), **(more_stats or {})},
                      "prompt_ids": done.prompt_ids, "captured_ids": done.captured_ids}
         if tokens:
             extra["tokens"] = [StoredToken(t.id, t.text, t.info) for t in tokens]

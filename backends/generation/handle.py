@@ -17,6 +17,7 @@ from backends.generation.stream import Generation
 from backends.hardware.devices import input_device
 from backends.hardware.release import release_memory
 from backends.prompt.families.base import PromptFamily, token_pieces
+from backends.prompt.textstream import IncrementalDecoder
 from backends.prompt.truncation import render_within
 from backends.prompt.view import PromptView, Span
 
@@ -124,12 +125,8 @@ class ModelHandle:
             ids = list(encode(text, add_special_tokens=False))
         except TypeError:  # a vendor tokenizer without that argument adds no special tokens anyway
             ids = list(encode(text))
-        tokens, before = [], ""
-        for k in range(len(ids)):
-            whole = self.family.decode(ids[:k + 1])
-            tokens.append(TokenEvent(ids[k], whole[len(before):] if whole.startswith(before) else "", 0.0))
-            before = whole if whole.startswith(before) else before
-        return tokens
+        decoder = IncrementalDecoder(self.family.decode)  # as a reply's own tokens become text
+        return [TokenEvent(i, decoder.push(i), 0.0) for i in ids]
 
     # -- the prompt cache ------------------------------------------------------
     @property

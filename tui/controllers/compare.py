@@ -23,7 +23,7 @@ from backends.core.errors import UsageError, error_line
 from backends.core.events import Alternative
 from backends.core.units import format_bytes
 from backends.generation.compare.figures import finite
-from backends.generation.compare.replies import ReplyRun, schedule
+from backends.generation.compare.replies import ReplyRun, Schedule, schedule
 from backends.generation.compare.turn import PairOutcome, compare_turn, read_under_reference
 from backends.memory.fit import plan_turn
 from backends.prompt.check import PromptCheck
@@ -31,7 +31,7 @@ from backends.prompt.families.base import token_pieces
 
 from ..messages import ComparedPrompt, ComparedReplyDone, CompareEnded, CompareProgress, TokensArrived, TurnDone
 from ..pump import pump_generation
-from ..session import Recorder
+from ..session import Recorder, reply_stats, reply_status
 from ..widgets.compared import ComparedTurn, compared_turn_of
 from ..widgets.reply import Reply
 from .registry import ModelRegistry
@@ -39,7 +39,6 @@ from .turns import Turns, made_by
 
 #: The other model's likeliest tokens kept per position, for the side-by-side token view.
 TOP_K = 5
-_STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
 
 
 @dataclass
@@ -48,6 +47,7 @@ class CompareRun:
     widget: ComparedTurn
     slots: list[int]
     handles: list
+    plan: Schedule  # one after another or at once, and the line that says so
     stop: threading.Event = field(default_factory=threading.Event)
     message_id: int | None = None
     views: dict = field(default_factory=dict)  # pane -> the PromptView it is answered from
@@ -66,7 +66,6 @@ class Comparing:
         self.status = status
         self.slots: list[int] | None = None  # compare mode is on: these slots answer, the first is the reference
         self.running: CompareRun | None = None
-        self.last: CompareRun | None = None  # the last compared turn, while it is the conversation's last
         self._waiting: list[int] | None = None  # slots asked for, some still loading
         self._ended: CompareEnded | None = None  # the end, come before a pane's last text was drawn
         self._count = 0
@@ -127,7 +126,7 @@ class Comparing:
         self._waiting = None
         self.slots = slots
         plan = schedule([self.models.slots[i].handle for i in slots])
-        self.status.set(compare="compare " + "·".join(str(i + 1) for i in slots))
+        self.status.set(compare=self._mode_line())
         self.chat.add_notice(f"compare mode: each message goes to models {self._names(slots)}; "
                              f"{plan.line}. /compare off ends it")
         self.turns.changed()  # the preview shows every model's prompt
@@ -140,6 +139,10 @@ class Comparing:
         if self._waiting is not None:
             self._waiting = None
             self.chat.add_notice("compare mode is off: a model it needs did not load", error=True)
+
+    def _mode_line(self) -> str:
+        """The status bar's part while compare mode is on: ``compare 1·3``."""
+        return "compare " + "·".join(str(i + 1) for i in self.slots) if self.slots else ""
 
     def _names(self, slots: list[int]) -> str:
         return ", ".join(f"{i + 1} {self.models.slots[i].label}" + (" (reference)" if n == 0 else "")
@@ -156,12 +159,17 @@ class Comparing:
         if self.running is not None:
             raise UsageError("the models are still answering", "press Esc to stop them")
 
-    async def send(self, text: str) -> None:
-        slots = self.slots
-        handles = [self.models.slots[i].handle for i in slots]
-        gone = [i + 1 for i, h in zip(slots, handles) if h is None]
+    def _handles(self) -> list:
+        """The compared models' handles; UsageError when one is not loaded any more (a switch let it go)."""
+        handles = [self.models.slots[i].handle for i in self.slots]
+        gone = [i + 1 for i, h in zip(self.slots, handles) if h is None]
         if gone:
-            raise UsageError(f"model {gone[0]} is not loaded any more", f"/compare {' '.join(map(str, [i + 1 for i in slots]))} loads it again")
+            raise UsageError(f"model {gone[0]} is not loaded any more",
+                             f"/compare {' '.join(str(i + 1) for i in self.slots)} loads it again")
+        return handles
+
+    async def send(self, text: str) -> None:
+        self._handles()  # before the message goes in: a refused one stays in the input
         self.turns.conversation.add_user(text)
         self.chat.add_user(text)
         self.turns.record("user", text)
@@ -170,11 +178,10 @@ class Comparing:
     async def answer(self) -> None:
         """Answer the conversation as it stands with every compared model (a message sent, Ctrl+R)."""
         slots = self.slots
-        handles = [self.models.slots[i].handle for i in slots]
-        if any(h is None for h in handles):
-            raise UsageError("a compared model is not loaded any more", "/compare again loads it")
+        handles = self._handles()
         labels = [self.models.slots[i].label for i in slots]
-        widget = ComparedTurn(labels, schedule(handles).line)
+        plan = schedule(handles)
+        widget = ComparedTurn(labels, plan.line)
         await self.chat.mount(widget)
         self.chat.anchor()
         for pane, handle in zip(widget.panes, handles):
@@ -182,8 +189,8 @@ class Comparing:
             if handle.info.footprint_bytes:
                 pane.detail = f"weights {format_bytes(handle.info.footprint_bytes)}"
         self._count += 1
-        run = CompareRun(self._count, widget, list(slots), handles)
-        self.running, self.last = run, None
+        run = CompareRun(self._count, widget, list(slots), handles, plan)
+        self.running = run
         self.status.set(compare="comparing")
         self.app.run_worker(partial(self._work, run, self.turns.conversation.copy_messages(), self.turns.params),
                             name="compare", group="compare", thread=True, exit_on_error=False)
@@ -204,7 +211,7 @@ class Comparing:
                 if fit.over == "context":
                     raise UsageError(f"model {run.slots[number - 1] + 1}: {fit.verdict.line}",
                                      "/budget N keeps prompts within N tokens")
-            if schedule(run.handles).together:
+            if run.plan.together:
                 threads = [threading.Thread(target=self._answer, args=(run, runs, i, messages, params), daemon=True)
                            for i in range(len(runs))]
                 for thread in threads:
@@ -291,8 +298,7 @@ class Comparing:
         if run is None or message.turn != run.index:
             return
         pane, done = run.widget.panes[message.pane], message.done
-        stats = {**done.stats.to_json(), "stop_reason": done.stop_reason, "made_by": pane.made_by}
-        await pane.finish(done.text, _STATUS_OF.get(done.stop_reason, "complete"), stats, done.stop_reason)
+        await pane.finish(done.text, reply_status(done.stop_reason), reply_stats(done, pane.made_by), done.stop_reason)
         self.chat.redraw(pane)
         view = run.views.get(message.pane)
         if view is not None and (done.stop_reason != "error" or done.captured_ids is not None):
@@ -318,7 +324,7 @@ class Comparing:
             if r.done is None:  # never asked: stopped before its turn, or the turn failed first
                 pane.detail = "not asked: stopped before its turn" if run.stop.is_set() else "not asked"
                 await pane.finish("", "stopped", None, None)
-        self.status.set(compare="compare " + "·".join(str(i + 1) for i in self.slots) if self.slots else "")
+        self.status.set(compare=self._mode_line())
         widget = run.widget
         for index, figures in message.divergence.items():
             figures["label"] = widget.labels[figures["other"]]
@@ -335,7 +341,6 @@ class Comparing:
         run.message_id = widget.message_id = self.recorder.add_compared(
             [self._saved(run, message, i) for i in answered], answered.index(kept))
         widget.keep(kept)
-        self.last = run
         self.turns.changed()
 
     def _saved(self, run: CompareRun, message: CompareEnded, i: int) -> dict:
@@ -344,7 +349,7 @@ class Comparing:
         figures = {"pane": i + 1, "of": len(run.handles), "reference": run.widget.labels[0]}
         if i == 0:  # what the turn said above and under its panes
             figures["lines"] = self._lines(run, message)
-            figures["schedule"] = schedule(run.handles).line
+            figures["schedule"] = run.plan.line
         if pair is not None:
             figures["against_reference"] = pair.to_json()
         if i in message.divergence:
@@ -352,7 +357,7 @@ class Comparing:
             # JSON has no infinity: a token one model rules out is saved as null (and drawn as the most divergent).
             figures["divergence"] = {"kl": [finite(v) for v in d["kl"]], "agree": d["agree"], "other": d["other"],
                                      "top": [[[a.id, a.piece, a.logprob] for a in row] for row in d["top"]]}
-        return {"model": run.widget.labels[i], "text": done.text, "status": _STATUS_OF.get(done.stop_reason, "complete"),
+        return {"model": run.widget.labels[i], "text": done.text, "status": reply_status(done.stop_reason),
                 "done": done, "tokens": pane.tokens, "made_by": pane.made_by, "more_stats": {"compare": figures}}
 
     def _lines(self, run: CompareRun, message: CompareEnded) -> list[str]:

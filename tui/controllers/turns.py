@@ -29,12 +29,11 @@ from backends.prompt.truncation import truncation_rule
 from ..messages import ConversationChanged, TurnDone, TurnStarted, TurnWontFit
 from ..pump import pump_generation
 from ..screens.fit import FitScreen
-from ..session import Recorder
+from ..session import Recorder, reply_stats, reply_status
 from ..widgets.chat import Saved
 from ..widgets.reply import Reply, UserMessage
 from .registry import ModelRegistry
 
-_STATUS_OF = {"eos": "complete", "length": "complete", "stopped": "stopped", "error": "error"}
 
 
 @dataclass(frozen=True)
@@ -319,9 +318,8 @@ class Turns:
         if turn is None or message.turn != turn.index:
             return
         done = message.done
-        status = _STATUS_OF.get(done.stop_reason, "complete")
-        stats = {**done.stats.to_json(), "stop_reason": done.stop_reason}
-        stats["made_by"] = turn.reply.made_by
+        status = reply_status(done.stop_reason)
+        stats = reply_stats(done, turn.reply.made_by)
         await turn.reply.finish(done.text, status, stats, done.stop_reason)
         self.chat.redraw(turn.reply)
         self.turn = None

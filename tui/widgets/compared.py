@@ -65,10 +65,12 @@ class ComparedTurn(Vertical):
     """The panes of one compared turn, the line above them (who, and how they ran), and the
     figures under them. Pane 0 is the reference; ``kept`` is the pane the conversation goes on from."""
 
-    def __init__(self, labels: list[str], schedule_line: str) -> None:
+    def __init__(self, labels: list[str], schedule_line: str, replies: list[dict] | None = None) -> None:
+        """``replies``: each pane's ``Reply`` arguments, for a turn that has ended (one saved)."""
         super().__init__(classes="compared")
         self.labels = labels
-        self.panes = [Reply(label, classes="pane") for label in labels]
+        replies = replies or [{} for _ in labels]
+        self.panes = [Reply(label, classes="pane", **reply) for label, reply in zip(labels, replies)]
         for number, pane in enumerate(self.panes, start=1):
             pane.pane_number = number
         names = " · ".join(f"{n} {label}{' (reference)' if n == 1 else ''}" for n, label in enumerate(labels, 1))
@@ -81,16 +83,14 @@ class ComparedTurn(Vertical):
         #: ``Alternative`` lists) and the label of the model it is set against.
         self.divergence: dict[int, dict] = {}
         self.coloured = False
+        self._kept_at_mount: int | None = None  # a saved turn's kept pane, marked once the panes are there
 
     @classmethod
     def saved(cls, labels: list[str], replies: list[dict], kept: int, message_id: int | None) -> "ComparedTurn":
         """A compared turn as it was saved: each pane's reply (``Reply``'s arguments) and figures
         (``stats.compare``: the lines under the panes, each pane's divergence)."""
         first = ((replies[0].get("stats") or {}).get("compare") or {}) if replies else {}
-        turn = cls(labels, first.get("schedule") or "reopened")
-        turn.panes = [Reply(label, classes="pane", **reply) for label, reply in zip(labels, replies)]
-        for number, pane in enumerate(turn.panes, start=1):
-            pane.pane_number = number
+        turn = cls(labels, first.get("schedule") or "reopened", replies)
         turn.message_id = message_id
         for index, reply in enumerate(replies):
             figures = ((reply.get("stats") or {}).get("compare") or {})
@@ -106,9 +106,8 @@ class ComparedTurn(Vertical):
         return turn
 
     def on_mount(self) -> None:
-        kept = getattr(self, "_kept_at_mount", None)
-        if kept is not None:
-            self.keep(kept)
+        if self._kept_at_mount is not None:
+            self.keep(self._kept_at_mount)
 
     def compose(self):
         yield self._heading
