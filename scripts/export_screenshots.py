@@ -18,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAPSHOTS = ROOT / "tests" / "__snapshots__"
-SNAPSHOT_TESTS = ["tests/test_snapshots.py", "tests/test_snapshots_tokens.py", "tests/test_snapshots_compare.py"]
+SNAPSHOT_TESTS = ["tests/test_snapshots.py", "tests/test_snapshots_tokens.py", "tests/test_snapshots_compare.py",
+                  "tests/test_snapshots_tools.py"]
 OUT = ROOT / "screenshots"
 
 

@@ -84,6 +84,37 @@ def snap_model_dir(demo_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tool_model_dir(demo_dir, tmp_path_factory) -> Path:
+    """A tiny model (in a folder with a fixed name) whose chat template offers tools and renders their
+    results as turns of role tool."""
+    import json
+
+    from test_tools_render import TOOLS_CHATML
+
+    folder = build_tiny_model(demo_dir, tmp_path_factory.mktemp("tools") / "tiny-tools")
+    config = folder / "tokenizer_config.json"
+    data = json.loads(config.read_text())
+    data["chat_template"] = TOOLS_CHATML
+    config.write_text(json.dumps(data))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    return folder
+
+
+def mcp_config(tmp_path, calls_file=None):
+    """A config whose one MCP server, ``test``, is tests/fixtures/mcp_server.py over stdio (each call it
+    runs is written to ``calls_file``)."""
+    import sys
+
+    from backends.mcp.client import ServerConfig
+    from backends.storage.config import Config
+
+    server = Path(__file__).parent / "fixtures" / "mcp_server.py"
+    env = {"MCP_CALLS": str(calls_file)} if calls_file is not None else None
+    return Config(path=tmp_path / "config.toml",
+                  mcp_servers={"test": ServerConfig("test", command=sys.executable, args=(str(server),), env=env)})
+
+
+@pytest.fixture(scope="session")
 def long_handle(tiny_long_model_dir):
     from backends.core.spec import ModelSpec
     from backends.generation.open import open_model

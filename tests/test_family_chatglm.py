@@ -150,7 +150,14 @@ def test_no_truncation_but_a_warning(tmp_path, sp):
 
 def test_unknown_role_is_a_usage_error(family):
     with pytest.raises(UsageError):
-        family.render([{"role": "tool", "content": "x"}])
+        family.render([{"role": "function", "content": "x"}])
+
+
+def test_a_tool_result_is_an_observation(family):
+    """The conversation's role ``tool`` is ChatGLM3's ``<|observation|>``, token for token."""
+    as_tool = family.render([{"role": "user", "content": "hi"}, {"role": "tool", "name": "f", "content": "42"}])
+    as_observation = family.render([{"role": "user", "content": "hi"}, {"role": "observation", "content": "42"}])
+    assert as_tool.ids == as_observation.ids and "<|observation|>\n42" in as_tool.text
 
 
 def test_from_dir_runs_no_code_and_needs_tokenizer_model(glm_dir, tmp_path):

@@ -36,6 +36,7 @@ from .controllers.profiles import Profiles
 from .controllers.registry import ModelRegistry
 from .controllers.sessions import Sessions
 from .controllers.slash import SlashCommands
+from .controllers.tools import ToolBox
 from .controllers.turns import Turns
 from .key_help import help_sections, key_label
 from .keys import APP_BINDINGS, PALETTE_TITLES
@@ -56,6 +57,8 @@ from .messages import (
     ProfileRequested,
     ProfileStopRequested,
     StoreOpened,
+    ToolCallFinished,
+    ToolsStarted,
     TurnDone,
     TurnStarted,
     TurnWontFit,
@@ -120,15 +123,21 @@ class LlmTuiApp(App[int]):
                                  status=self.status, models=self.models)
         self.comparing = Comparing(self, self.models, self.turns, self.recorder, chat=self.chat, status=self.status,
                                    inspector=self.inspector)
+        self.tools = ToolBox(self, self.models, self.turns, self.recorder, chat=self.chat, status=self.status,
+                             config=config)
+        self.turns.tools_for = self.tools.tools_for
+        self.turns.after_reply = self.tools.after_reply
+        self.turns.on_fresh = self.tools.fresh_conversation
+        self.preview.tools_for = self.tools.tools_for
         self.preview.compared = self.comparing.targets
         self.turns.answer_again = self._answer_again
         self.models.on_compare_pick = self.comparing.add
         self.preview.paused = lambda: self.comparing.running is not None
         self.slash = SlashCommands(self, self.turns, self.models, self.sessions, self.profiles, chat=self.chat,
-                                   prompt_input=self.input, comparing=self.comparing)
+                                   prompt_input=self.input, comparing=self.comparing, tools=self.tools)
         # The hooks between them: a profile holds the model like a turn does.
         self.turns.gate = lambda: (self.sessions.refuse_turns(), self.profiles.refuse_turns(),
-                                   self.comparing.refuse_turns())
+                                   self.comparing.refuse_turns(), self.tools.refuse_turns())
         self.models.before_switch = self._release_model
         self.models.on_activated = self._model_activated
         self.models.on_gave_up = lambda: (self.turns.drop_waiting(), self.comparing.load_failed())
@@ -165,6 +174,7 @@ class LlmTuiApp(App[int]):
         self._install_signal_handlers()
         self.status.set(model=self.models.slots[0].label, load="starting")
         self.models.load(0)
+        self.tools.start(self.settings.tools_file, list(self.settings.mcp))
 
     def _install_signal_handlers(self) -> None:
         if not self.handle_signals:
@@ -208,6 +218,7 @@ class LlmTuiApp(App[int]):
         self.turns.show_kept()
         self.call_later(self.turns.answer_waiting)
         self.comparing.model_ready()
+        self.tools.pick_up()
 
     async def on_prompt_input_submitted(self, event: PromptInput.Submitted) -> None:
         try:
@@ -287,6 +298,13 @@ class LlmTuiApp(App[int]):
     def on_inspector_score_requested(self, message: Inspector.ScoreRequested) -> None:
         self.output.score(message.view)
 
+    def on_tools_started(self, message: ToolsStarted) -> None:
+        self.tools.started(message)
+        self.tools.pick_up()
+
+    async def on_tool_call_finished(self, message: ToolCallFinished) -> None:
+        await self.tools.finished(message)
+
     def on_database_damaged(self, message: DatabaseDamaged) -> None:
         self.sessions.damaged(message.error)
 
@@ -295,6 +313,7 @@ class LlmTuiApp(App[int]):
 
     async def on_conversation_loaded(self, message: ConversationLoaded) -> None:
         await self.sessions.loaded(message)
+        self.tools.pick_up()
 
     def on_preview_ready(self, message: PreviewReady) -> None:
         self.preview.ready(message)
@@ -351,6 +370,7 @@ class LlmTuiApp(App[int]):
         """Keep the partial reply, stop generating and profiling, close the database; safe to call twice."""
         self.turns.abandon()
         self.profiles.stop()
+        self.tools.close()
         if not self._saved:
             self._saved = True
             try:
@@ -373,7 +393,7 @@ class LlmTuiApp(App[int]):
     # -- actions the keys name (keys.py) -------------------------------------------------------
 
     def action_stop(self) -> None:
-        if self.turns.stop() or self.comparing.stop():
+        if self.turns.stop() or self.comparing.stop() or self.tools.stop():
             return
         if self.focused is self.input:
             self.chat.focus()  # leave the input so 1-9, ?, y and c work as keys

@@ -76,6 +76,11 @@ def app_parser() -> argparse.ArgumentParser:
     parser.add_argument("--system", metavar="TEXT", help="system prompt")
     parser.add_argument("--keep-loaded", action="store_true", help="keep models in memory when switching")
     parser.add_argument("--resume", nargs="?", const="latest", metavar="ID", help="reopen the latest (or a given) conversation")
+    parser.add_argument("--tools", metavar="FILE", help="offer the tools of a JSON list of OpenAI function schemas "
+                                                        "(shown to the model; their calls are shown, not run)")
+    parser.add_argument("--mcp", action="append", default=[], metavar="NAME",
+                        help="start MCP server NAME ([mcp.servers.NAME] in the config) and offer its tools; each "
+                             "call runs only once you say yes; repeatable")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     return parser
 

@@ -32,6 +32,8 @@ COMMANDS: tuple[SlashCommand, ...] = (
     SlashCommand("compare", "N M [..]|off", "send each message to 2-4 models at once (the first is the reference) "
                  "and measure where they disagree; off ends it"),
     SlashCommand("keep", "N", "go on from reply N of the last compared turn"),
+    SlashCommand("tools", "[on|off NAME..|all] [mcp NAME] [steps N] [timeout S]",
+                 "list the tools on offer, turn them on or off for this conversation, start a configured MCP server"),
     SlashCommand("regen", "", "regenerate the last reply"),
     SlashCommand("edit", "", "put the last message back in the input to edit and resend"),
     SlashCommand("stop", "", "stop the reply being generated"),

@@ -149,6 +149,27 @@ class NeedsConsent(Message):
     files: list[CodeFile] = field(default_factory=list)
 
 
+# -- tools --------------------------------------------------------------------------------------
+
+
+@dataclass
+class ToolsStarted(Message):
+    """MCP server ``server`` is up with ``tools`` (``Tool``s), or could not start (``error``)."""
+
+    server: object
+    tools: list = field(default_factory=list)
+    error: LlmTuiError | None = None
+
+
+@dataclass
+class ToolCallFinished(Message):
+    """Call number ``serial`` came back (``outcome``: a ``ToolOutcome``) after ``seconds``."""
+
+    serial: int
+    outcome: object
+    seconds: float
+
+
 # -- memory profiles ------------------------------------------------------------------------------
 
 

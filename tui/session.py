@@ -220,11 +220,12 @@ class Recorder:
     # -- messages ---------------------------------------------------------------
 
     @_guarded
-    def add(self, role: str, content: str, *, status: str = "complete", model: str | None = None) -> int | None:
+    def add(self, role: str, content: str, *, status: str = "complete", model: str | None = None,
+            stats: dict | None = None) -> int | None:
         conv = self._ensure()
         if conv is None:
             return None
-        msg_id = self.store.add_message(conv, role, content, status=status, model=model)
+        msg_id = self.store.add_message(conv, role, content, status=status, model=model, stats=stats)
         self.message_ids.append(msg_id)
         return msg_id
 
@@ -325,6 +326,15 @@ class Recorder:
         with self._lock:
             self._finished.add(msg_id)
             self.store.update_message(msg_id, content=text, status=status, **extra)
+
+    @_guarded
+    def note_tool(self, msg_id: int | None, tool: dict, content: str | None = None) -> None:
+        """A finished reply is a tool call: keep its calls and what became of each (``stats["tool"]``),
+        and ``content``, the words the conversation holds of it (ChatGLM3's without the name line)."""
+        if self.store is None or msg_id is None:
+            return
+        stats = {**(self.store.message(msg_id).stats or {}), "tool": tool}
+        self.store.update_message(msg_id, stats=stats, **({"content": content} if content is not None else {}))
 
     @_guarded
     def drop(self, msg_id: int | None) -> None:

@@ -95,6 +95,8 @@ class AppSettings:
     resume: str | None = None  # "latest" or a conversation id
     debug: bool = False
     store_path: str | None = None  # None: the data folder's database
+    tools_file: str | None = None  # --tools FILE: definitions shown to the model (nothing runs them)
+    mcp: tuple[str, ...] = ()  # --mcp NAME: configured MCP servers started with the app
     #: Snapshots and benchmarks: no cursor blink, no meter sampling, no config theme.
     frozen: bool = False
 
@@ -102,4 +104,5 @@ class AppSettings:
     def from_args(cls, args) -> "AppSettings":
         return cls(models=list(getattr(args, "models", None) or []), options=LoadOptions.from_args(args),
                    system=getattr(args, "system", None), keep_loaded=bool(getattr(args, "keep_loaded", False)),
-                   resume=getattr(args, "resume", None), debug=bool(getattr(args, "debug", False)))
+                   resume=getattr(args, "resume", None), debug=bool(getattr(args, "debug", False)),
+                   tools_file=getattr(args, "tools", None), mcp=tuple(getattr(args, "mcp", None) or ()))

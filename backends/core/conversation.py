@@ -9,7 +9,10 @@ from typing import IO
 
 from backends.core.errors import UsageError
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+#: What a message may carry beyond role and content: a tool result's tool ``name``, and ChatGLM3's
+#: ``metadata`` (the tool name a call is written after).
+_EXTRA_KEYS = ("name", "metadata")
 
 
 def validate_messages(messages: object, *, source: str = "messages") -> list[dict]:
@@ -31,7 +34,8 @@ def validate_messages(messages: object, *, source: str = "messages") -> list[dic
             raise UsageError(f"{source}[{pos}] content must be a string")
         if role == "system" and pos != 0:
             raise UsageError(f"{source}[{pos}] is a system message but not the first", "put the system message first")
-        clean.append({"role": role, "content": content})
+        extra = {k: item[k] for k in _EXTRA_KEYS if isinstance(item.get(k), str) and item[k]}
+        clean.append({"role": role, "content": content, **extra})
     return clean
 
 
@@ -78,14 +82,25 @@ class Conversation:
     def add_assistant(self, text: str) -> None:
         self.messages.append({"role": "assistant", "content": text})
 
+    def add_tool_result(self, name: str, text: str) -> None:
+        self.messages.append({"role": "tool", "name": name, "content": text})
+
+    def since_last_user(self) -> list[dict]:
+        """The turn being answered: what came after the last user message (replies, calls, results)."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            if self.messages[index]["role"] == "user":
+                return self.messages[index + 1:]
+        return []
+
     def pop_last_reply(self) -> str | None:
         if self.messages and self.messages[-1]["role"] == "assistant":
             return self.messages.pop()["content"]
         return None
 
     def pop_last_user(self) -> str | None:
-        """Remove the last user message (and the reply after it); return its text."""
-        self.pop_last_reply()
+        """Remove the last user message (and its turn after it: replies, calls, results); return its text."""
+        while self.messages and self.messages[-1]["role"] in ("assistant", "tool"):
+            self.messages.pop()
         if self.messages and self.messages[-1]["role"] == "user":
             return self.messages.pop()["content"]
         return None

@@ -53,12 +53,15 @@ def call_message(fmt: str | None, text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
-def result_message(fmt: str | None, outcome: ToolOutcome) -> dict:
-    """A call's result in the role the family reads results in."""
-    text = outcome.text if not outcome.error else f"error: {outcome.text}"
-    if fmt == "chatglm3":
-        return {"role": "observation", "content": text}
-    return {"role": "tool", "name": outcome.call.name, "content": text}
+def result_text(outcome: ToolOutcome) -> str:
+    """What the model reads of a call's result (a failure says so)."""
+    return outcome.text if not outcome.error else f"error: {outcome.text}"
+
+
+def result_message(outcome: ToolOutcome) -> dict:
+    """A call's result as a conversation message: role ``tool``, which each family renders in the
+    role it reads results in (ChatGLM3's ``<|observation|>``, a template's own ``tool`` turn)."""
+    return {"role": "tool", "name": outcome.call.name, "content": result_text(outcome)}
 
 
 def check_tool_format(family) -> str:
@@ -106,12 +109,12 @@ def tool_turn(handle, messages: list[dict], params: SamplingParams, tools: list[
         added.append(said)
         for call in parsed.calls:
             on_event(call)
-            outcome = _outcome(call, decide, run)
+            outcome = run_call(call, run) if decide(call) else ToolOutcome(call, refused=True)
             step.outcomes.append(outcome)
             on_event(outcome)
             if outcome.refused:
                 return steps, added  # the turn ends at the call: nothing ran
-            result = result_message(fmt, outcome)
+            result = result_message(outcome)
             conversation.append(result)
             added.append(result)
         if stop.is_set():
@@ -119,9 +122,8 @@ def tool_turn(handle, messages: list[dict], params: SamplingParams, tools: list[
     return steps, added
 
 
-def _outcome(call: ToolCall, decide, run) -> ToolOutcome:
-    if not decide(call):
-        return ToolOutcome(call, refused=True)
+def run_call(call: ToolCall, run: Callable[[ToolCall], tuple[str, bool]]) -> ToolOutcome:
+    """Run a call the user allowed; whatever goes wrong is one line in its outcome."""
     try:
         text, error = run(call)
     except LlmTuiError as err:  # a tool that failed, hung past its timeout, or whose server is gone

@@ -67,15 +67,16 @@ class TurnFit:
         return self.verdict.message
 
 
-def plan_turn(handle, messages: list[dict], params) -> TurnFit:
+def plan_turn(handle, messages: list[dict], params, tools: list[dict] | None = None) -> TurnFit:
     """The context and memory checks before a turn, with what would fit worked out when it does not.
 
     ``handle`` is a ModelHandle; ``params`` a SamplingParams (its ``max_prompt_tokens``
-    is applied first, as the turn itself will).
+    is applied first, as the turn itself will); ``tools``: the schemas the turn offers.
     """
     new = params.max_new_tokens
     # The prompt is rendered as the turn will render it: a failure here is the turn's own, not an estimate's.
-    view = handle.render(messages, max_new_tokens=new, max_prompt_tokens=params.max_prompt_tokens)
+    view = handle.render(messages, max_new_tokens=new, max_prompt_tokens=params.max_prompt_tokens,
+                         **({"tools": tools} if tools else {}))
     context = view.max_context or getattr(getattr(handle, "info", None), "max_context", None)
     devices: list = []
     estimate_error = ""
@@ -97,7 +98,8 @@ def plan_turn(handle, messages: list[dict], params) -> TurnFit:
         if room is not None:
             budgets.append(room)
     budget = max(min(budgets), 0) if budgets else None
-    cut = handle.render(messages, max_new_tokens=new, max_prompt_tokens=budget) if budget else None
+    cut = handle.render(messages, max_new_tokens=new, max_prompt_tokens=budget,
+                        **({"tools": tools} if tools else {})) if budget else None
     return TurnFit(verdict, len(view.ids), budget, cut, truncation_rule(getattr(handle, "family", None)),
                    over="context" if over_context else "memory", max_new_tokens=new, max_context=context,
                    estimate_error=estimate_error)

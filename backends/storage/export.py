@@ -43,13 +43,19 @@ def conversation_markdown(conv: StoredConversation) -> str:
     if conv.system:
         lines += ["## System", "", conv.system, ""]
     for message in conv.messages:
+        tool = (message.stats or {}).get("tool") or {}
         heading = message.role.capitalize()
+        if message.role == "tool":
+            heading = f"Tool result: {tool.get('name') or '?'}" + (" (error)" if tool.get("error") else "")
         notes = [n for n in (message.model if message.model != conv.model else None,
                              None if message.status == "complete" else message.status) if n]
         if notes:
             heading += f" ({', '.join(notes)})"
         lines += [f"## {heading}", "", message.content, ""]
-        if message.stats:
+        for call in tool.get("calls") or []:
+            lines += [f"- **Tool call:** `{call.get('name')}` `{json.dumps(call.get('arguments'), ensure_ascii=False)}`"
+                      + (f" ({call['outcome']})" if call.get("outcome") else ""), ""]
+        if message.stats and message.role != "tool":
             lines += [f"_{_stats_line(message.stats)}_", ""]
     return "\n".join(lines).rstrip() + "\n"
 

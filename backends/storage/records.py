@@ -30,6 +30,17 @@ class StoredMessage:
     #: The turn's other replies (branches), oldest first; the conversation goes on from this one.
     branches: tuple["StoredBranch", ...] = ()
 
+    def as_message(self) -> dict:
+        """The message as a conversation holds it: a tool result names its tool, a ChatGLM3 call its
+        metadata (both kept in the stats, ``tool_stats``)."""
+        message = {"role": self.role, "content": self.content}
+        tool = (self.stats or {}).get("tool") or {}
+        if self.role == "tool" and tool.get("name"):
+            message["name"] = tool["name"]
+        if self.role == "assistant" and tool.get("metadata"):
+            message["metadata"] = tool["metadata"]
+        return message
+
     def to_json(self) -> dict:
         data = reply_json(self, leave_out=("conversation_id", "branches"))
         if self.branches:
@@ -100,8 +111,7 @@ class StoredConversation:
         """The chat to continue from: the system prompt, then every message with text."""
         chat = Conversation()
         chat.set_system(self.system)
-        chat.messages.extend({"role": m.role, "content": m.content}
-                             for m in self.messages if m.content and m.role != "system")
+        chat.messages.extend(m.as_message() for m in self.messages if m.content and m.role != "system")
         return chat
 
 

@@ -34,6 +34,8 @@ class PromptPreview:
         self.compared: Callable[[], list | None] = lambda: None
         #: True while something else shows its prompts in the inspector (a compared turn runs).
         self.paused: Callable[[], bool] = lambda: False
+        #: The tool schemas a handle is offered (set by the app; None: none).
+        self.tools_for: Callable = lambda handle: None
 
     def schedule(self, now: bool = False) -> None:
         if self._timer is not None:
@@ -53,10 +55,12 @@ class PromptPreview:
             messages.append({"role": "user", "content": commands.literal(draft)})
         self._serial += 1
         compared = self.compared()
-        self.app.run_worker(partial(self._work, self._serial, handle, messages, self.turns.params, compared),
+        tools = None if compared else self.tools_for(handle)
+        self.app.run_worker(partial(self._work, self._serial, handle, messages, self.turns.params, compared, tools),
                             name="preview", group="preview", thread=True, exclusive=True, exit_on_error=False)
 
-    def _work(self, serial: int, handle, messages: list[dict], params, compared: list | None = None) -> None:
+    def _work(self, serial: int, handle, messages: list[dict], params, compared: list | None = None,
+              tools: list[dict] | None = None) -> None:
         if not messages:
             self.app.post_message(PreviewReady(serial, None, None))
             return
@@ -65,8 +69,9 @@ class PromptPreview:
             # exclusive=True cancels this worker when a newer preview starts, but a thread runs
             # on regardless: the render itself watches the event and stops at its next check.
             handles = [h for _, h in compared] if compared else [handle]  # compare mode: every model's prompt
+            more = {"tools": tools} if tools else {}
             views = [h.render(messages, max_new_tokens=params.max_new_tokens,
-                              max_prompt_tokens=params.max_prompt_tokens, cancel=worker.cancelled_event)
+                              max_prompt_tokens=params.max_prompt_tokens, cancel=worker.cancelled_event, **more)
                      for h in handles]
             view = views[0]
         except RenderCancelled:

@@ -15,8 +15,9 @@ from .turns import Turns
 
 class SlashCommands:
     def __init__(self, app, turns: Turns, models: ModelRegistry, sessions: Sessions, profiles: Profiles, *,
-                 chat, prompt_input, comparing: Comparing) -> None:
+                 chat, prompt_input, comparing: Comparing, tools) -> None:
         self.comparing = comparing
+        self.tools = tools
         self.app = app
         self.turns = turns
         self.models = models
@@ -69,6 +70,8 @@ class SlashCommands:
             if not arg.isdigit():
                 raise UsageError("/keep needs the number of a compared reply", "for example: /keep 2")
             self.comparing.keep(int(arg) - 1)
+        elif name == "tools":
+            self.tools.command(arg)
         elif name == "budget":
             turns.set_budget(arg)
         elif name == "profile":

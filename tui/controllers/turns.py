@@ -124,6 +124,12 @@ class Turns:
         self.gate: Callable[[], None] = lambda: None
         #: What answers the conversation again on Ctrl+R instead of the active model (compare mode), or None.
         self.answer_again: Callable | None = None
+        #: Tools (set by the app): the schemas a handle is offered this turn (None: none) …
+        self.tools_for: Callable = lambda handle, say=False: None
+        #: … what looks at each finished reply for calls (and goes on after them) …
+        self.after_reply: Callable | None = None
+        #: … and what hears that another conversation begins (consent given is forgotten).
+        self.on_fresh: Callable[[], None] = lambda: None
 
     def changed(self, now: bool = True) -> None:
         self.app.post_message(ConversationChanged(now))
@@ -197,17 +203,19 @@ class Turns:
         self.turn = turn
         self.status.set(turn="generating", ttft_s=None, tok_s=None)
         self.app.run_worker(partial(self._generate_work, turn, handle, self.conversation.copy_messages(),
-                                    self.params),
+                                    self.params, self.tools_for(handle, say=True)),
                             name="generate", group="generate", thread=True, exit_on_error=False)
 
-    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams):
+    def _generate_work(self, turn: Turn, handle, messages: list[dict], params: SamplingParams,
+                       tools: list[dict] | None = None):
         """In the worker thread: the fit check, then the turn, pumped to the screen."""
         try:
-            fit = self._check_fit(handle, messages, params, turn.check_memory)
+            fit = self._check_fit(handle, messages, params, turn.check_memory, tools)
             if fit is not None:
                 self.app.post_message(TurnWontFit(turn.index, fit, turn.request))
                 return None
-            generation = handle.stream(messages, params, stop_event=turn.stop_event, prefix=turn.request.prefix)
+            generation = handle.stream(messages, params, stop_event=turn.stop_event, prefix=turn.request.prefix,
+                                       **({"tools": tools} if tools else {}))
             self.app.post_message(TurnStarted(turn.index, generation.view))
             result = pump_generation(generation, turn.reply.post_message, turn.index, pace=turn.reply.pace,
                                      checkpoint=partial(self._checkpoint, turn))
@@ -262,14 +270,15 @@ class Turns:
         if self.turn is not None and message.turn == self.turn.index:
             self.inspector.show_preview(message.view)
 
-    def _check_fit(self, handle, messages: list[dict], params: SamplingParams, memory: bool) -> TurnFit | None:
+    def _check_fit(self, handle, messages: list[dict], params: SamplingParams, memory: bool,
+                   tools: list[dict] | None = None) -> TurnFit | None:
         """Before a turn (in the worker): a TurnFit when it is over the model's context (always
         checked, a hard limit) or, with ``memory``, would not fit in free memory; else None.
 
         A turn close to the memory limit gets a warning and goes ahead; so does one whose memory
         could not be estimated, and the warning says so.
         """
-        fit = plan_turn(handle, messages, params)
+        fit = plan_turn(handle, messages, params, tools)
         if fit.over == "context" or (fit.over == "memory" and memory):
             return fit
         if memory and fit.verdict.level == "warn" or fit.estimate_error:
@@ -340,6 +349,8 @@ class Turns:
                                                         cache_note=done.cache_note))
         self.meter.log_turn(turn.index, context)
         self.show_kept()
+        if self.after_reply is not None and done.text:
+            await self.after_reply(turn.reply, done)
 
     # -- the prompt cache ----------------------------------------------------------------------
 
@@ -422,7 +433,7 @@ class Turns:
             self.check_can_send()
             if self.conversation.pop_last_reply() is not None:
                 await self.chat.remove_from_last(Reply)
-            if not self.conversation.messages or self.conversation.messages[-1]["role"] != "user":
+            if not self.conversation.messages or self.conversation.messages[-1]["role"] not in ("user", "tool"):
                 raise UsageError("there is no message to answer", "type one first")
         except UsageError as err:
             self.chat.add_notice(str(err), error=True)
@@ -452,6 +463,7 @@ class Turns:
 
     async def clear(self) -> None:
         self.abandon()
+        self.on_fresh()
         self.release_cache()
         self.conversation.clear()
         await self.chat.clear()
@@ -461,6 +473,7 @@ class Turns:
 
     async def new_conversation(self) -> None:
         self.abandon()
+        self.on_fresh()
         self.release_cache()
         self.recorder.new()
         self.conversation.clear()
@@ -471,6 +484,7 @@ class Turns:
     async def restore(self, stored, keep: tuple = ()) -> None:
         """Show a stored conversation (``Recorder.open``) in place of what the chat holds but
         ``keep``, and continue it."""
+        self.on_fresh()
         self.conversation = stored.to_conversation()
         if stored.params:
             self.params = stored.sampling_params()
@@ -480,6 +494,8 @@ class Turns:
         for m in stored.messages:
             if m.role == "user":
                 saved.append(Saved("user", m.content))
+            elif m.role == "tool":
+                saved.append(Saved("tool", m.content, reply=(m.stats or {}).get("tool") or {}))
             elif m.role == "assistant" and (m.stats or {}).get("compare"):
                 saved.append(compared_saved(m, stored.model))
             elif m.role == "assistant":

@@ -21,6 +21,7 @@ from textual.widgets import Static
 
 from .compared import ComparedTurn
 from .reply import Notice, Reply, UserMessage
+from .tools import ToolResult
 from .token_view import word_starts
 
 #: Messages put on screen when a saved conversation is opened, and at each step back.
@@ -40,9 +41,12 @@ class Saved:
     model: str = ""
     reply: dict = field(default_factory=dict)
 
-    def widget(self) -> UserMessage | Reply | ComparedTurn:
+    def widget(self) -> UserMessage | Reply | ComparedTurn | ToolResult:
         if self.role == "user":
             return UserMessage(self.text)
+        if self.role == "tool":  # ``reply``: the tool's name, whether it failed, how long it took
+            return ToolResult(self.reply.get("name") or "?", self.text, error=bool(self.reply.get("error")),
+                              seconds=self.reply.get("seconds"))
         if self.role == "compared":  # ``reply``: the labels, each pane's Reply arguments, the kept one
             return ComparedTurn.saved(self.reply["labels"], self.reply["replies"], self.reply["kept"],
                                       self.reply["message_id"])
@@ -153,6 +157,13 @@ class ChatLog(VerticalScroll, can_focus=True):
             reply.show_tokens(colour=True)
         return reply
 
+    async def add_tool_result(self, name: str, text: str, *, error: bool = False,
+                              seconds: float | None = None) -> ToolResult:
+        result = ToolResult(name, text, error=error, seconds=seconds)
+        await self.mount(result)
+        self.anchor()
+        return result
+
     def add_notice(self, text: str, *, error: bool = False) -> Notice:
         notice = Notice(text, error=error)
         self.mount(notice)
@@ -206,7 +217,7 @@ class ChatLog(VerticalScroll, can_focus=True):
         turn, the kept reply's)."""
         shown = [c.model if isinstance(c, Reply) else c.panes[c.kept or 0].model
                  for c in self.children if isinstance(c, (Reply, ComparedTurn))]
-        return [s.model for s in self._earlier if s.role != "user"] + shown
+        return [s.model for s in self._earlier if s.role in ("assistant", "compared")] + shown
 
     async def show_earlier(self, every: bool = False) -> None:
         """Put the next ``EARLIER_PAGE`` earlier messages on screen, keeping what was on top in view;

@@ -21,6 +21,7 @@ from backends.core.sanitize import visible_text
 from ..messages import TokensArrived
 from ..pump import Pace
 from .token_pane import TokenPane
+from .tools import call_lines
 
 #: Longer user messages are shown cut (the model still gets all of it), so a
 #: huge paste cannot stall the screen.
@@ -101,6 +102,8 @@ class Reply(Vertical):
         self._token_view = TokenPane(classes="tokens")  # the reply token by token (colours, cursor)
         self._token_view.display = False
         self._stats = Static(classes="stats")
+        self._calls = Static(classes="calls")  # the tool calls the reply makes, and what became of each
+        self._calls.display = False
         self._initial_stats = stats
         self.n_tokens = 0
         #: The reply's tokens as they came (``TokenEvent``s, or stored tokens when reopened): IDs, texts,
@@ -119,6 +122,7 @@ class Reply(Vertical):
     def compose(self):
         yield self._markdown
         yield self._token_view
+        yield self._calls
         yield self._stats
 
     def show_tokens(self, *, colour: bool, cursor: int | None = None) -> bool:
@@ -144,6 +148,23 @@ class Reply(Vertical):
         else:
             self._show_end(self.status, self._initial_stats, self._initial_stats.get("stop_reason")
                            if self._initial_stats else None)
+            self._draw_calls()
+
+    @property
+    def tool(self) -> dict:
+        """The reply's tool calls as saved (``stats["tool"]``): each call and its outcome; empty for none."""
+        return (self.stats or {}).get("tool") or {}
+
+    def show_calls(self, tool: dict) -> None:
+        """The reply is a tool call: keep ``tool`` with its figures and draw each call's line."""
+        self.stats = {**(self.stats or {}), "tool": tool}
+        self._draw_calls()
+
+    def _draw_calls(self) -> None:
+        calls = bool(self.tool.get("calls"))
+        if calls:
+            self._calls.update(call_lines(self.tool))
+        self._calls.display = calls
 
     def set_stats(self, text: str) -> None:
         self._stats.update(Content(visible_text(text)))
@@ -205,6 +226,7 @@ class Reply(Vertical):
             self._stream = None
         self.text = text
         self.stats = stats
+        self._draw_calls()
         await self._markdown.update(shown(text, None))
         self._show_end(status, stats, stop_reason)
 

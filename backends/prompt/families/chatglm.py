@@ -83,7 +83,7 @@ class ChatGLM3Family:
         """``build_single_message``: role token, encode(metadata + newline), encode(content)."""
         if role not in ROLES:
             raise UsageError(f"ChatGLM3 has no role {role!r}",
-                             "use system, user, assistant or observation messages")
+                             "use system, user, assistant, tool or observation messages")
         return ([self.special[f"<|{role}|>"]] + self.vocab.encode(f"{metadata}\n")
                 + self.vocab.encode(content))
 
@@ -125,10 +125,11 @@ class ChatGLM3Family:
             text += self.message_text("system", content)
         for index, message in indexed:
             metadata = message.get("metadata") or ""
-            part = self.message_ids(message["role"], message["content"], metadata)
-            spans.append(Span(index, message["role"], len(ids), len(ids) + len(part)))
+            role = "observation" if message["role"] == "tool" else message["role"]  # a tool's result
+            part = self.message_ids(role, message["content"], metadata)
+            spans.append(Span(index, role, len(ids), len(ids) + len(part)))
             ids += part
-            text += self.message_text(message["role"], message["content"], metadata)
+            text += self.message_text(role, message["content"], metadata)
         if add_generation_prompt:
             spans.append(Span(-1, "generation", len(ids), len(ids) + 1))
             ids.append(self.special["<|assistant|>"])
