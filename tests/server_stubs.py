@@ -3,9 +3,10 @@
 ``transformers_serve`` starts a real ``transformers serve`` with the default
 model. ``ShapeServer`` answers with the response shapes vLLM and llama-server
 document for the parts no CPU server here has (prompt IDs echoed,
-``/tokenize`` with chat messages, ``/apply-template``, ``/metrics``): it
-renders prompts with the default model's real tokenizer and chat template,
-and streams a fixed reply token by token. ``benchmarks/gpu_check.py`` checks
+``/tokenize`` with chat messages, ``/apply-template``, ``/metrics``, and
+``tool_calls`` deltas for a chat request with ``tools``): it renders prompts
+with the default model's real tokenizer and chat template, and streams a fixed
+reply token by token. ``benchmarks/gpu_check.py`` checks
 the same parts against a real ``vllm serve``.
 """
 
@@ -63,8 +64,11 @@ class ShapeServer:
 
     def __init__(self, tokenizer, kind: str = "vllm", *, model: str = "demo/SmolLM2-135M-Instruct",
                  echo_extra: list[int] | None = None, slow_first_token: float = 0.0,
-                 fault: str | None = None) -> None:
+                 fault: str | None = None, tool_call: tuple[str, dict] | None = None) -> None:
         self.tokenizer = tokenizer
+        #: (name, arguments): a chat request with tools whose last message is the user's is answered
+        #: with this call, in the API's ``tool_calls`` deltas (vLLM with a tool parser on).
+        self.tool_call = tool_call
         #: What goes wrong: "unauthorized" (401 to everything), "html" (a web page, not an API),
         #: and mid-stream after two tokens: "break" (the connection drops), "malformed" (a line
         #: that is not JSON), "silent" (nothing more is sent).
@@ -109,8 +113,11 @@ class ShapeServer:
         others = [{"id": name, "object": "model", "owned_by": owner} for name in self.extra_models]
         return {"object": "list", "data": [entry, *others]}
 
-    def render(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    def render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
+        for message in messages:  # the API's arguments are a JSON string; templates read a dict
+            for call in message.get("tool_calls") or []:
+                assert isinstance(call["function"]["arguments"], str), "tool call arguments go as a JSON string"
+        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
 
     def ids_of(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -124,7 +131,7 @@ class ShapeServer:
         if path == "/props" and self.kind == "llama.cpp":
             return {"default_generation_settings": {"n_ctx": 8192}, "build_info": "b6000-stub"}
         if path == "/tokenize" and self.kind == "vllm":
-            ids = self.ids_of(self.render(body["messages"]))
+            ids = self.ids_of(self.render(body["messages"], body.get("tools")))
             return {"count": len(ids), "max_model_len": 8192, "tokens": ids,
                     "token_strs": tok.convert_ids_to_tokens(ids)}
         if path == "/tokenize" and self.kind == "llama.cpp":
@@ -152,7 +159,10 @@ class ShapeServer:
         if path == "/v1/completions":
             prompt = self.echo_extra + list(body["prompt"])
         else:
-            prompt = self.ids_of(self.render(body["messages"]))
+            prompt = self.ids_of(self.render(body["messages"], body.get("tools")))
+            if self.tool_call and body.get("tools") and body["messages"][-1]["role"] == "user":
+                yield from self._call_chunks(len(prompt))
+                return
         shared = 0
         while shared < min(len(prompt), len(self._last_prompt)) - 1 and prompt[shared] == self._last_prompt[shared]:
             shared += 1
@@ -192,6 +202,20 @@ class ShapeServer:
         if self.kind == "llama.cpp":
             final["timings"] = {"cache_n": shared, "prompt_n": len(prompt) - shared}
         yield final
+
+    def _call_chunks(self, prompt_tokens: int):
+        """The call as vLLM streams one: id, type and name first, then the arguments in pieces."""
+        name, arguments = self.tool_call
+        text = json.dumps(arguments)
+        first = {"index": 0, "id": "call_1", "type": "function", "function": {"name": name, "arguments": ""}}
+        yield {"id": "chat-stub", "choices": [{"index": 0, "delta": {"role": "assistant", "tool_calls": [first]},
+                                               "finish_reason": None}]}
+        for start in range(0, len(text), 5):
+            piece = {"index": 0, "function": {"arguments": text[start:start + 5]}}
+            yield {"id": "chat-stub", "choices": [{"index": 0, "delta": {"tool_calls": [piece]},
+                                                   "finish_reason": None}]}
+        yield {"id": "chat-stub", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}
+        yield {"id": "chat-stub", "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 12}}
 
     def _handler(self):
         server = self

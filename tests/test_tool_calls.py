@@ -85,3 +85,27 @@ def test_the_format_comes_from_the_family_or_its_template():
     Tokenizer.chat_template = "plain"
     assert call_format(Templated()) is None and parse_reply(None, "x") .calls == []
     assert ToolCall("a", {}).to_json() == {"name": "a", "arguments": {}}
+
+
+def test_calls_a_server_read_are_data_and_bad_arguments_are_one_line():
+    from backends.prompt.tools.calls import calls_from_api
+
+    parsed = calls_from_api("", [{"id": "c1", "name": "get_weather", "arguments": '{"city": "Paris"}'}],
+                            {"get_weather"})
+    assert parsed.calls == [ToolCall("get_weather", {"city": "Paris"}, '{"city": "Paris"}', "c1")]
+    assert parsed.calls[0].to_json() == {"name": "get_weather", "arguments": {"city": "Paris"}, "id": "c1"}
+    bad = calls_from_api("", [{"id": "c1", "name": "get_weather", "arguments": '{"city": '}])
+    assert bad.calls == [] and "not JSON" in bad.problem
+    other = calls_from_api("", [{"id": "c2", "name": "rm", "arguments": "{}"}], {"get_weather"})
+    assert other.calls == [] and "not one of the tools" in other.problem
+
+
+def test_tool_messages_keep_their_names_and_ids_through_validation():
+    from backends.core.conversation import validate_messages
+
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": {}}}
+    clean = validate_messages([{"role": "user", "content": "q"},
+                               {"role": "assistant", "content": "", "tool_calls": [call], "extra": 1},
+                               {"role": "tool", "name": "f", "tool_call_id": "c1", "content": "42"}])
+    assert clean[1] == {"role": "assistant", "content": "", "tool_calls": [call]}
+    assert clean[2] == {"role": "tool", "name": "f", "tool_call_id": "c1", "content": "42"}

@@ -206,7 +206,7 @@ class Recorder:
             self.forked_from, conv_id = (conv_id, holder), copy
         stored = self.store.load_conversation(conv_id)
         messages = [m for m in stored.messages if m.role != "system"]
-        if messages and not messages[-1].content:  # killed before the reply's first words were saved
+        if messages and not messages[-1].said:  # killed before the reply's first words were saved
             self.store.delete_messages_after(stored.id, messages[-1].position - 1)
             stored = self.store.load_conversation(conv_id)
             messages = messages[:-1]

@@ -10,9 +10,10 @@ from typing import IO
 from backends.core.errors import UsageError
 
 ROLES = ("system", "user", "assistant", "tool")
-#: What a message may carry beyond role and content: a tool result's tool ``name``, and ChatGLM3's
-#: ``metadata`` (the tool name a call is written after).
-_EXTRA_KEYS = ("name", "metadata")
+#: What a message may carry beyond role and content: a tool result's tool ``name`` (and the
+#: ``tool_call_id`` it answers), ChatGLM3's ``metadata`` (the tool name a call is written after);
+#: an assistant message may carry the chat API's ``tool_calls``.
+_EXTRA_KEYS = ("name", "metadata", "tool_call_id")
 
 
 def validate_messages(messages: object, *, source: str = "messages") -> list[dict]:
@@ -35,6 +36,8 @@ def validate_messages(messages: object, *, source: str = "messages") -> list[dic
         if role == "system" and pos != 0:
             raise UsageError(f"{source}[{pos}] is a system message but not the first", "put the system message first")
         extra = {k: item[k] for k in _EXTRA_KEYS if isinstance(item.get(k), str) and item[k]}
+        if role == "assistant" and isinstance(item.get("tool_calls"), list) and item["tool_calls"]:
+            extra["tool_calls"] = item["tool_calls"]
         clean.append({"role": role, "content": content, **extra})
     return clean
 

@@ -102,6 +102,9 @@ class DoneEvent:
     prompt_count: int | None = None
     #: Why this engine read the prompt whole though a prompt cache was asked for (None: no such reason).
     cache_note: str | None = None
+    #: Tool calls the engine itself read from the reply (a server's ``tool_calls``): each ``{"id",
+    #: "name", "arguments"}``, the arguments as the server sent them (a JSON string). None: none said.
+    tool_calls: list[dict] | None = None
 
 
 Event = TokenEvent | DoneEvent

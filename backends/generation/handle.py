@@ -92,8 +92,8 @@ class ModelHandle:
         appended to the prompt as IDs, never re-tokenised, and come first in the stream. ``tools``
         (OpenAI function schemas) are in the prompt as the family's format puts them."""
         params = (params or SamplingParams()).validate()
-        if tools and getattr(self.runner, "name", "") in ("native", "remote"):
-            raise UsageError(f"tools are not sent through the {self.runner.name} engine yet",
+        if tools and getattr(self.runner, "name", "") == "native":
+            raise UsageError("tools are not sent through the native engine yet",
                              "use --engine generate (or loop, for remote-code checkpoints)")
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens,
                            tools=tools)

@@ -27,6 +27,7 @@ from backends.loading.remote.fixes import install_import_standins
 from backends.loading.remote.load import load_remote, load_vendor_tokenizer
 from backends.loading.transformers_loader import Loaded, load
 from backends.prompt.family_for import family_for, open_family
+from backends.prompt.tools.calls import call_format
 from backends.server.client import ServerClient
 from backends.server.probe import probe
 from backends.server.prompt import NoPreview, server_prompt
@@ -124,8 +125,8 @@ def open_server(spec: ModelSpec, progress=None) -> ModelHandle:
     details = ModelInfo(label=label, family=family.name, dtype="", quant="", device=f"{info.kind} server",
                         max_context=info.max_context or getattr(family, "max_context", None), parameters=0,
                         footprint_bytes=0, path=str(spec.source))
-    return ModelHandle(client, None, family, spec, runner=RemoteRunner(client, info, sends_ids=sends_ids),
-                       info=details)
+    runner = RemoteRunner(client, info, sends_ids=sends_ids, reads_calls=call_format(family) is not None)
+    return ModelHandle(client, None, family, spec, runner=runner, info=details)
 
 
 def open_prompt_side(spec: ModelSpec, progress=None):

@@ -55,6 +55,8 @@ class TurnSink:
         #: none, or does not say), and why the last turn's cache could not be kept, if it was not.
         self.cached_tokens: int | None = None
         self.cache_note: str | None = None
+        #: The tool calls a server read from the reply itself (``tool_calls``), when it did.
+        self.calls: list[dict] | None = None
 
     def begin(self) -> None:
         self.memory.start()
@@ -104,6 +106,10 @@ class TurnSink:
     def stopped(self) -> bool:
         return self.stop_event.is_set()
 
+    def tool_calls(self, calls: list[dict]) -> None:
+        """The calls the engine read from the reply (a server's ``tool_calls``)."""
+        self.calls = list(calls)
+
     @property
     def reply(self) -> str:
         """The reply so far."""
@@ -131,7 +137,8 @@ class TurnSink:
             reason = "length"
         return DoneEvent(stats=stats, stop_reason=reason, text=self.decoder.text, tail=tail,
                          prompt_ids=list(self.prompt_ids), captured_ids=self.captured,
-                         prompt_check=self.check, prompt_count=self.prompt_count, cache_note=self.cache_note)
+                         prompt_check=self.check, prompt_count=self.prompt_count, cache_note=self.cache_note,
+                         tool_calls=self.calls)
 
     def failed(self, line: str) -> DoneEvent:
         """The DoneEvent of a turn that ended in an error: the text so far is kept, whole."""

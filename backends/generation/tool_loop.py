@@ -18,7 +18,8 @@ from typing import Callable
 from backends.core.errors import LlmTuiError, UsageError, error_line
 from backends.core.events import DoneEvent, TokenEvent
 from backends.core.params import SamplingParams
-from backends.prompt.tools.calls import ParsedReply, ToolCall, call_format, parse_reply
+from backends.generation.tool_support import tool_support
+from backends.prompt.tools.calls import ParsedReply, ToolCall, calls_from_api, parse_reply
 from backends.prompt.tools.definitions import Tool
 
 #: Replies (and tool rounds between them) one turn may take before it is ended.
@@ -44,9 +45,21 @@ class ToolStep:
     outcomes: list[ToolOutcome] = field(default_factory=list)
 
 
-def call_message(fmt: str | None, text: str) -> dict:
+def read_calls(fmt: str | None, done: DoneEvent, known: set[str]) -> ParsedReply:
+    """A finished reply's calls: those the server read itself (``tool_calls``), else those its text
+    holds in the family's format ``fmt``."""
+    if done.tool_calls:
+        return calls_from_api(done.text, done.tool_calls, known)
+    return parse_reply(fmt, done.text, known)
+
+
+def call_message(fmt: str | None, text: str, calls: list[ToolCall] = ()) -> dict:
     """The reply that made the calls, as the conversation keeps it: the model's own words. ChatGLM3's
-    tool name is its message's metadata (``<|assistant|>NAME\\n...``), as its ``process_response`` keeps it."""
+    tool name is its message's metadata (``<|assistant|>NAME\\n...``), as its ``process_response`` keeps it;
+    calls a server read itself go as the chat API's ``tool_calls`` (arguments as a dict, as templates read them)."""
+    if any(c.id for c in calls):
+        return {"role": "assistant", "content": text, "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
     if fmt == "chatglm3":
         name, _, rest = text.lstrip("\n").partition("\n")
         return {"role": "assistant", "metadata": name.strip(), "content": rest}
@@ -61,17 +74,17 @@ def result_text(outcome: ToolOutcome) -> str:
 def result_message(outcome: ToolOutcome) -> dict:
     """A call's result as a conversation message: role ``tool``, which each family renders in the
     role it reads results in (ChatGLM3's ``<|observation|>``, a template's own ``tool`` turn)."""
-    return {"role": "tool", "name": outcome.call.name, "content": result_text(outcome)}
+    message = {"role": "tool", "name": outcome.call.name, "content": result_text(outcome)}
+    if outcome.call.id:
+        message["tool_call_id"] = outcome.call.id
+    return message
 
 
-def check_tool_format(family) -> str:
-    fmt = call_format(family)
-    if fmt is None:
-        raise UsageError(f"llm-tui does not read tool calls in the {family.name} format",
-                         "its chat template has no <tool_call>, Llama 3.1 or GLM tool format")
-    if fmt == "react":
-        raise UsageError("Qwen v1's ReAct tool rounds are not run yet: its prompt with tools is shown "
-                         "(inspect --tools), the calls are not answered", "use a Qwen2.5 or ChatGLM3 model for tools")
+def check_tool_format(handle) -> str | None:
+    """The call format of ``handle``'s replies (None: a server reads the calls); one line when it has none."""
+    fmt, why = tool_support(handle)
+    if why is not None:
+        raise UsageError(why, "use a model whose chat template has tool calls (Qwen2.5, Llama 3.1, ChatGLM3, GLM-4)")
     return fmt
 
 
@@ -84,7 +97,7 @@ def tool_turn(handle, messages: list[dict], params: SamplingParams, tools: list[
     (replies with calls, results, the last reply). ``on_event`` hears every ``TokenEvent`` and
     ``DoneEvent`` of each reply, then each ``ToolCall`` and ``ToolOutcome``. ``prefix`` starts the
     first reply from those exact tokens (a branch)."""
-    fmt = check_tool_format(handle.family)
+    fmt = check_tool_format(handle)
     stop = stop or threading.Event()
     schemas = [t.schema() for t in tools]
     known = {t.name for t in tools}
@@ -98,13 +111,13 @@ def tool_turn(handle, messages: list[dict], params: SamplingParams, tools: list[
             on_event(event)
             if isinstance(event, DoneEvent):
                 done = event
-        parsed = parse_reply(fmt, done.text, known)
+        parsed = read_calls(fmt, done, known)
         step = ToolStep(done, parsed)
         steps.append(step)
         if not parsed.calls or stop.is_set() or done.stop_reason in ("stopped", "error"):
             added.append({"role": "assistant", "content": done.text})
             break
-        said = call_message(fmt, done.text)
+        said = call_message(fmt, done.text, parsed.calls)
         conversation.append(said)
         added.append(said)
         for call in parsed.calls:

@@ -46,7 +46,7 @@ def _render_within(family, messages: list[dict], max_prompt_tokens: int | None, 
         kwargs["tools"] = tools
     view = family.render(messages, **kwargs)
     if not max_prompt_tokens or len(view.ids) <= max_prompt_tokens:
-        return replace(view, messages=list(messages))
+        return replace(view, messages=list(messages), tools=tools or None)
     budget = max(int(max_prompt_tokens), 1)
     narrowed = getattr(family, "narrowed", None)
     if callable(narrowed):
@@ -57,7 +57,7 @@ def _render_within(family, messages: list[dict], max_prompt_tokens: int | None, 
         view.warnings.append(f"the prompt is {len(view.ids):,} tokens, over the budget of {budget:,} "
                              "even with every older message left out")
     gone = {d.index for d in view.dropped if not d.partial}
-    return replace(view, messages=[m for i, m in enumerate(messages) if i not in gone])
+    return replace(view, messages=[m for i, m in enumerate(messages) if i not in gone], tools=tools or None)
 
 
 def _narrow(family, messages: list[dict], budget: int, kwargs: dict) -> PromptView:

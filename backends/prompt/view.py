@@ -68,6 +68,8 @@ class PromptView:
     mode: str = "full"
     #: The messages the prompt holds (those truncation kept): what a chat-only server is sent.
     messages: list[dict] = field(default_factory=list)
+    #: The tool definitions the prompt offers (OpenAI function schemas): what a chat-only server is sent.
+    tools: list[dict] | None = None
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.pieces) == len(self.special)):

@@ -15,6 +15,7 @@ from backends.core.errors import LlmTuiError
 from backends.core.spec import ModelSpec
 from backends.prompt.family_for import family_for
 from backends.prompt.view import PromptView, byte_level_decoder, piece_from_bytes
+from backends.server.chat_api import api_messages
 from backends.server.client import ServerClient
 from backends.server.probe import ServerInfo
 
@@ -42,11 +43,16 @@ class VllmPrompt:
         self.name = "server template (vLLM)"
         self.max_context = info.max_context
 
+    #: Tools go to the server, which renders them with the model's template (``/tokenize``'s ``tools``).
+    supports_tools = True
+
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
-        data = self.client.post_json("/tokenize", {"model": self.info.model, "messages": messages,
-                                                   "add_generation_prompt": add_generation_prompt,
-                                                   "return_token_strs": True})
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
+        body = {"model": self.info.model, "messages": api_messages(messages),
+                "add_generation_prompt": add_generation_prompt, "return_token_strs": True}
+        if tools:
+            body["tools"] = tools
+        data = self.client.post_json("/tokenize", body)
         ids = [int(i) for i in data.get("tokens") or []]
         strs = data.get("token_strs") or [None] * len(ids)
         pieces = [readable_piece(s) if s is not None else f"<{i}>" for s, i in zip(strs, ids)]
@@ -71,9 +77,13 @@ class LlamaServerPrompt:
         self.name = "server template (llama.cpp)"
         self.max_context = info.max_context
 
+    #: Tools go to the server, which renders them with the GGUF's template (``/apply-template``'s ``tools``).
+    supports_tools = True
+
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
-        text = self.client.post_json("/apply-template", {"messages": messages}).get("prompt", "")
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
+        body = {"messages": api_messages(messages), **({"tools": tools} if tools else {})}
+        text = self.client.post_json("/apply-template", body).get("prompt", "")
         data = self.client.post_json("/tokenize", {"content": text, "add_special": True, "parse_special": True,
                                                    "with_pieces": True})
         ids, pieces, special = [], [], []
@@ -103,8 +113,11 @@ class NoPreview:
         self.name = f"server template ({info.kind})"
         self.max_context = info.max_context
 
+    #: Tools go to the server with the messages; how it renders them is not seen here either.
+    supports_tools = True
+
     def render(self, messages: list[dict], *, add_generation_prompt: bool = True,
-               max_new_tokens: int | None = None) -> PromptView:
+               max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
         return PromptView(self.name, "", [], [], [], max_context=self.max_context, warnings=[
             f"{self.info.kind} renders the prompt itself and does not show it; give --tokenizer DIR (the "
             "model's tokenizer files) to preview it, and the token count is then checked after each turn"])

@@ -30,15 +30,26 @@ class StoredMessage:
     #: The turn's other replies (branches), oldest first; the conversation goes on from this one.
     branches: tuple["StoredBranch", ...] = ()
 
+    @property
+    def said(self) -> bool:
+        """The message has words, or is a call a server read (its words may be none)."""
+        return bool(self.content or ((self.stats or {}).get("tool") or {}).get("calls"))
+
     def as_message(self) -> dict:
-        """The message as a conversation holds it: a tool result names its tool, a ChatGLM3 call its
-        metadata (both kept in the stats, ``tool_stats``)."""
+        """The message as a conversation holds it: a tool result names its tool (and the call it answers),
+        a ChatGLM3 call its metadata, a server-read call its ``tool_calls`` (all kept in ``stats["tool"]``)."""
         message = {"role": self.role, "content": self.content}
         tool = (self.stats or {}).get("tool") or {}
         if self.role == "tool" and tool.get("name"):
             message["name"] = tool["name"]
+        if self.role == "tool" and tool.get("call_id"):
+            message["tool_call_id"] = tool["call_id"]
         if self.role == "assistant" and tool.get("metadata"):
             message["metadata"] = tool["metadata"]
+        calls = [c for c in tool.get("calls") or [] if c.get("id")] if self.role == "assistant" else []
+        if calls:  # calls the server read itself: the chat API's form
+            message["tool_calls"] = [{"id": c["id"], "type": "function", "function": {
+                "name": c["name"], "arguments": c.get("arguments") or {}}} for c in calls]
         return message
 
     def to_json(self) -> dict:
@@ -111,7 +122,7 @@ class StoredConversation:
         """The chat to continue from: the system prompt, then every message with text."""
         chat = Conversation()
         chat.set_system(self.system)
-        chat.messages.extend(m.as_message() for m in self.messages if m.content and m.role != "system")
+        chat.messages.extend(m.as_message() for m in self.messages if m.said and m.role != "system")
         return chat
 
 

@@ -21,9 +21,17 @@ from dataclasses import dataclass
 from functools import partial
 
 from backends.core.errors import LlmTuiError, UsageError
-from backends.generation.tool_loop import MAX_TOOL_STEPS, call_message, result_text, run_call
+from backends.generation.tool_loop import (
+    MAX_TOOL_STEPS,
+    call_message,
+    read_calls,
+    result_message,
+    result_text,
+    run_call,
+)
+from backends.generation.tool_support import tool_support
 from backends.mcp.client import CALL_TIMEOUT, McpServer
-from backends.prompt.tools.calls import ToolCall, call_format, parse_reply
+from backends.prompt.tools.calls import ToolCall
 from backends.prompt.tools.definitions import Tool, load_tools
 
 from ..messages import ToolCallFinished, ToolsStarted
@@ -59,18 +67,7 @@ class Round:
 
 def engine_refusal(handle) -> str | None:
     """Why ``handle`` cannot be offered tools (one line), or None when it can."""
-    engine = getattr(handle.runner, "name", "")
-    if engine in ("native", "remote"):
-        return f"tools are not sent through the {engine} engine yet (--engine generate sends them)"
-    family = handle.family
-    if not getattr(family, "supports_tools", False):
-        return f"the {family.name} prompt format has no place for tools"
-    fmt = call_format(family)
-    if fmt is None:
-        return f"llm-tui does not read tool calls in the {family.name} format"
-    if fmt == "react":
-        return "Qwen v1's ReAct tool rounds are not run yet (its prompt with tools shows in inspect --tools)"
-    return None
+    return tool_support(handle)[1]
 
 
 class ToolBox:
@@ -247,17 +244,17 @@ class ToolBox:
         handle = self.models.handle
         known = {name for name, o in self.offered.items() if o.on}
         if (not known or handle is None or engine_refusal(handle) is not None or self.round is not None
-                or done.stop_reason in ("stopped", "error") or not done.text):
+                or done.stop_reason in ("stopped", "error") or not (done.text or done.tool_calls)):
             return
-        fmt = call_format(handle.family)
-        parsed = parse_reply(fmt, done.text, known)
+        fmt = tool_support(handle)[0]
+        parsed = read_calls(fmt, done, known)
         if parsed.problem:
             self.chat.add_notice(f"the reply stays text: {parsed.problem}", error=True)
             return
         if not parsed.calls:
             return
         conversation = self.turns.conversation
-        said = call_message(fmt, done.text)
+        said = call_message(fmt, done.text, parsed.calls)
         conversation.messages[-1] = said  # the reply Turns just added, as the family keeps a call
         tool = {"calls": [{**c.to_json(), "outcome": "waiting"} for c in parsed.calls]}
         if said.get("metadata"):
@@ -289,7 +286,7 @@ class ToolBox:
         if any(getattr(self.offered.get(calls[i]["name"]), "server", None) is None for i in pending):
             return  # asked again once a server offers it (``started``)
         step = sum(m["role"] == "assistant" for m in self.turns.conversation.since_last_user())
-        parsed = [ToolCall(c["name"], c.get("arguments") or {}) for c in calls]
+        parsed = [ToolCall(c["name"], c.get("arguments") or {}, id=c.get("id") or "") for c in calls]
         self.round = Round(reply, parsed, dict(reply.tool), step, next=pending[0])
         self.chat.add_notice("the conversation ended at a tool call waiting for your answer: it is asked again")
         self._ask()
@@ -353,10 +350,13 @@ class ToolBox:
         outcome = message.outcome
         self._mark(r.next, "failed" if outcome.error else "ran", round(message.seconds, 3))
         text = result_text(outcome)
-        self.turns.conversation.add_tool_result(outcome.call.name, text)
+        said = result_message(outcome)
+        self.turns.conversation.messages.append(said)
         await self.chat.add_tool_result(outcome.call.name, text, error=outcome.error, seconds=message.seconds)
-        self.turns.record("tool", text, stats={"tool": {"name": outcome.call.name, "error": outcome.error,
-                                                        "seconds": round(message.seconds, 3)}})
+        tool = {"name": outcome.call.name, "error": outcome.error, "seconds": round(message.seconds, 3)}
+        if outcome.call.id:
+            tool["call_id"] = outcome.call.id
+        self.turns.record("tool", text, stats={"tool": tool})
         r.next += 1
         self._ask()
 

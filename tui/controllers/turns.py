@@ -258,7 +258,7 @@ class Turns:
 
     def _end_record(self, turn: Turn, text: str, status: str, done: DoneEvent | None) -> None:
         """Save how the turn's reply ended; a branch first keeps the reply it replaces."""
-        if text:
+        if text or done is not None and done.tool_calls:
             self._keep_replaced(turn)
         elif turn.request.replaces is not None and not turn.branch_saved:
             return  # nothing to write: the replaced reply is still in its row
@@ -332,10 +332,11 @@ class Turns:
         await turn.reply.finish(done.text, status, stats, done.stop_reason)
         self.chat.redraw(turn.reply)
         self.turn = None
-        if done.text:
+        said = bool(done.text or done.tool_calls)  # a server's call may come with no words
+        if said:
             self.conversation.add_assistant(done.text)
         self._end_record(turn, done.text, status, done)
-        if not done.text:
+        if not said:
             await self._put_back_empty(turn)
         if done.error:
             self.chat.add_notice(done.error, error=True)
@@ -349,7 +350,7 @@ class Turns:
                                                         cache_note=done.cache_note))
         self.meter.log_turn(turn.index, context)
         self.show_kept()
-        if self.after_reply is not None and done.text:
+        if self.after_reply is not None and said:
             await self.after_reply(turn.reply, done)
 
     # -- the prompt cache ----------------------------------------------------------------------
@@ -556,9 +557,10 @@ class Turns:
 
     def finish_record(self, msg_id, text: str, status: str, done: DoneEvent | None, tokens: list | None = None,
                       made_by: str | None = None) -> None:
-        """Save how a reply ended; a reply with no text is dropped, as it is from the chat."""
+        """Save how a reply ended; a reply with no text (and no call a server read) is dropped, as it is
+        from the chat."""
         try:
-            if text:
+            if text or done is not None and done.tool_calls:
                 self.recorder.finish(msg_id, text, status, done, tokens, made_by)
             else:
                 self.recorder.drop(msg_id)

@@ -6,6 +6,11 @@ reads is the preview, by construction, and vLLM echoes the IDs back for the
 check. Elsewhere the messages go to ``/v1/chat/completions`` and the prompt
 token count in ``usage`` is compared with the preview's. Stopping closes the
 stream, which makes the server cancel the request.
+
+Tools: where the calls can be read here from the reply's text (the local
+template's format), they are in the previewed IDs like any prompt. Otherwise
+the messages and the tools go to the chat API, and the server reads the calls
+itself: its ``tool_calls`` deltas are joined and handed to the sink.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from backends.core.events import Alternative, TokenInfo
 from backends.core.params import SamplingParams
 from backends.generation.runners.base import Sink
 from backends.prompt.view import PromptView
+from backends.server.chat_api import api_messages
 from backends.server.client import EventStream, ServerClient, ServerError
 from backends.server.metrics import ServerMetrics, prefix_cache_hits, read_metrics, server_cached_tokens
 from backends.server.probe import ServerInfo
@@ -30,16 +36,19 @@ _ENDED = {"stop": "eos", "eos": "eos", "length": "length"}
 class RemoteRunner:
     name = "remote"
 
-    def __init__(self, client: ServerClient, info: ServerInfo, *, sends_ids: bool) -> None:
+    def __init__(self, client: ServerClient, info: ServerInfo, *, sends_ids: bool, reads_calls: bool = False) -> None:
         self.client = client
         self.info = info
         #: The prompt goes as the previewed token IDs (False: as chat messages).
         self.sends_ids = sends_ids
         self.takes_ids = sends_ids  # a branch can go on from token IDs
+        #: Tool calls can be read here from the reply's text (the local template's format is known);
+        #: otherwise a turn with tools goes to the chat API and the server reads them.
+        self.reads_calls = reads_calls
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         body = self._sampling(params)
-        as_ids = self.sends_ids and bool(view.ids)
+        as_ids = self.sends_ids and bool(view.ids) and not (view.tools and not self.reads_calls)
         if params.top_logprobs:  # where the server gives them: the token's and the K likeliest
             body.update({"logprobs": params.top_logprobs} if as_ids else
                         {"logprobs": True, "top_logprobs": params.top_logprobs})
@@ -52,7 +61,9 @@ class RemoteRunner:
             sink.capture(view.ids)  # sent as IDs: what the engine reads, unless it echoes otherwise
         else:
             path = "/v1/chat/completions"
-            body["messages"] = view.messages
+            body["messages"] = api_messages(view.messages)
+            if view.tools:
+                body["tools"] = view.tools
             sink.check = "count" if view.ids else "none"
         hits_before = self._prefix_hits()
         stream = self.client.stream(path, body)
@@ -60,16 +71,20 @@ class RemoteRunner:
         threading.Thread(target=self._close_on_stop, args=(stream, sink, done), daemon=True,
                          name="llm-tui-remote-stop").start()
         new_ids: list[int] = []
+        calls: dict[int, dict] = {}  # the server's tool calls, by index, as their deltas come
         counted = False
         try:
             for chunk in stream:
                 counted = self._read(chunk, as_ids, sink, new_ids) or counted
+                _join_calls(chunk, calls)
             if not (stream.finished or sink.stopped or sink.ended):
                 raise ServerError("the stream from the server ended before the reply did",
                                   "the server may have restarted or dropped the connection; the reply so far is kept")
         finally:
             done.set()
             stream.close()
+        if calls:
+            sink.tool_calls([calls[i] for i in sorted(calls)])
         if sink.check == "count" and not counted:
             sink.check = "none"  # the server reported no prompt token count: nothing could be checked
         if getattr(sink, "cached_tokens", None) is None and hits_before is not None:
@@ -138,6 +153,18 @@ class RemoteRunner:
 
     def release(self) -> None:
         self.client.close()
+
+
+def _join_calls(chunk: dict, calls: dict[int, dict]) -> None:
+    """Add a chunk's ``tool_calls`` deltas: the first of a call has its id and name, the rest pieces of
+    its arguments (a JSON string, whole only at the end)."""
+    for choice in chunk.get("choices") or []:
+        for delta in (choice.get("delta") or {}).get("tool_calls") or []:
+            call = calls.setdefault(int(delta.get("index", len(calls))), {"id": "", "name": "", "arguments": ""})
+            call["id"] = delta.get("id") or call["id"]
+            function = delta.get("function") or {}
+            call["name"] += function.get("name") or ""
+            call["arguments"] += function.get("arguments") or ""
 
 
 def _info(logprobs) -> TokenInfo | None:

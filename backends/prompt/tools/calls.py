@@ -8,6 +8,8 @@
   ``<|assistant|>``), then a ``python`` code block with ``tool_call(key=value, ...)``.
 - ``glm4``: the first line names the tool, the rest is its arguments as JSON.
 - ``react`` (Qwen v1's ReAct prompt): ``Action: NAME`` then ``Action Input: {...}``.
+- ``openai``: the calls a server read from the reply itself (the chat API's
+  ``tool_calls``, each with an ``id`` its result answers), through ``calls_from_api``.
 
 Arguments are read as data only (JSON, or Python literals through ``ast``):
 nothing in a reply is ever executed. A reply that looks like a call but does
@@ -33,9 +35,10 @@ class ToolCall:
     name: str
     arguments: dict
     raw: str = ""  # the reply's text of the call, as the model wrote it
+    id: str = ""  # the server's id of a call it read itself (its result names it)
 
     def to_json(self) -> dict:
-        return {"name": self.name, "arguments": self.arguments}
+        return {"name": self.name, "arguments": self.arguments, **({"id": self.id} if self.id else {})}
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,25 @@ def parse_reply(fmt: str | None, text: str, known: set[str] | None = None) -> Pa
 
 class _NotACall(ValueError):
     pass
+
+
+def calls_from_api(text: str, tool_calls: list[dict], known: set[str] | None = None) -> ParsedReply:
+    """The calls a server read from the reply (``{"id", "name", "arguments"}``, the arguments a JSON
+    string as the API sends them): a call whose arguments are not a JSON object is a problem."""
+    calls = []
+    try:
+        for entry in tool_calls:
+            name = str(entry.get("name") or "")
+            if not name:
+                raise _NotACall("the server sent a tool call without a name")
+            calls.append(ToolCall(name, _arguments(entry.get("arguments") or "{}", name), str(entry.get("arguments")),
+                                  str(entry.get("id") or "")))
+    except _NotACall as err:
+        return ParsedReply(text, problem=str(err))
+    unknown = [c.name for c in calls if known is not None and c.name not in known]
+    if unknown:
+        return ParsedReply(text, problem=f"the reply calls {unknown[0]!r}, which is not one of the tools on offer")
+    return ParsedReply(text, calls)
 
 
 def _arguments(value, name: str) -> dict:

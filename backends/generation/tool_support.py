@@ -1,0 +1,25 @@
+"""Whether a loaded model can be offered tools, and how the calls in its replies are read."""
+
+from __future__ import annotations
+
+from backends.prompt.tools.calls import call_format
+
+
+def tool_support(handle) -> tuple[str | None, str | None]:
+    """``(format, why_not)``: the format calls are read in from the reply's text (None: only the calls
+    a server reads itself, its ``tool_calls``, count), or one line saying why this model is offered none."""
+    runner = handle.runner
+    engine = getattr(runner, "name", "")
+    family = handle.family
+    if engine == "native":
+        return None, "tools are not sent through the native engine yet (--engine generate sends them)"
+    if not getattr(family, "supports_tools", False):
+        return None, f"the {family.name} prompt format has no place for tools"
+    fmt = call_format(family)
+    if fmt == "react":
+        return None, "Qwen v1's ReAct tool rounds are not run yet (its prompt with tools shows in inspect --tools)"
+    if engine == "remote":
+        return fmt, None  # a server whose template format is unknown here reads the calls itself (chat API)
+    if fmt is None:
+        return None, f"llm-tui does not read tool calls in the {family.name} format"
+    return fmt, None
