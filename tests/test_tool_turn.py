@@ -180,3 +180,26 @@ def test_headless_runs_an_allowed_call_on_an_mcp_server_from_the_config(tool_mod
     assert last["type"] == "done" and last["steps"] == 2 and last["captured_ids"] == last["prompt_ids"]
     missing = run_cli(tool_model.info.path, "--mcp", "nope", env_extra=env)
     assert missing.returncode == 2 and "there is no MCP server 'nope' in the config (known: test)" in missing.stderr
+
+
+def test_qwen_v1_react_round_stops_at_observation_and_goes_on_in_the_same_reply(tmp_path_factory, server):
+    """Qwen v1 (its own code, the real vocabulary): the reply stops at the ReAct stop word, the call runs, and the
+    next prompt continues the same assistant turn after the observation, ID for ID as previewed."""
+    from remote_standins import make_tinyqwen_dir
+
+    handle = open_model(ModelSpec(source=str(make_tinyqwen_dir(tmp_path_factory.mktemp("react"))),
+                                  trust_remote_code=True))
+    call = 'Thought: I should look it up.\nAction: get_weather\nAction Input: {"city": "Paris"}\nObservation:'
+    prefix = handle.prefill_tokens(call)
+    params = SamplingParams(temperature=0, max_new_tokens=len(prefix) + 4)
+    steps, added = tool_turn(handle, QUESTION, params, server.tools, decide=lambda c: True,
+                             run=lambda c: _run(server, c, 30), prefix=prefix, max_steps=2)
+    first, second = steps
+    assert first.done.text == call[:-len("Observation:")] and first.done.stop_reason == "eos"
+    assert [c.to_json() for c in first.parsed.calls] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert calls_made(server) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    said, result = added[:2]
+    assert said == {"role": "assistant", "content": first.done.text} and result["role"] == "tool"
+    preview = handle.render([*QUESTION, said, result], tools=[t.schema() for t in server.tools])
+    assert preview.text.endswith(f"\nObservation: {result['content']}\nThought:")
+    assert second.done.captured_ids == preview.ids

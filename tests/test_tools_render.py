@@ -181,3 +181,59 @@ def test_qwen_v1_asks_the_question_through_its_react_prompt(tmp_path):
     assert shown.startswith("Answer the following questions") and "Weather in Paris" not in shown
     assert [s.index for s in view.spans].count(1) == 2  # the question around the instruction: before and after
     assert family.tool_call_format == "react"
+
+
+REACT_CALL = 'Thought: I should look it up.\nAction: get_weather\nAction Input: {"city": "Paris"}\n'
+RESULT = '{"sky": "clear"}'
+
+
+def test_qwen_v1_goes_on_after_a_tools_result_as_its_openai_api_does(tmp_path):
+    """parse_messages + text_complete_last_message: the result joins the reply as '\\nObservation: ...\\nThought:',
+    the reply is left open, and the prompt is encoded as one text with special tokens live."""
+    from fixtures_families import make_qwen_dir
+
+    from backends.prompt.families.qwen import QwenFamily
+    from backends.prompt.tools.formats import qwen_react_query
+
+    family = QwenFamily.from_dir(make_qwen_dir(tmp_path / "qwen"))
+    messages = [*MESSAGES, {"role": "assistant", "content": REACT_CALL},
+                {"role": "tool", "name": "get_weather", "content": RESULT}]
+    view = family.render(messages, tools=[WEATHER])
+    question = qwen_react_query([WEATHER], "Weather in Paris?")
+    reply = REACT_CALL.strip() + f"\nObservation: {RESULT}\nThought:"
+    prompt = (f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+              f"<|im_start|>assistant\n{reply}")
+    assert view.text == prompt
+    assert view.ids == family.tokenizer.encoding.encode(prompt, allowed_special="all")
+    assert view.stop_texts == ["Observation:"]
+    (span,) = [s for s in view.spans if s.index == TOOLS_SPAN]
+    assert "".join(view.pieces[span.start:span.end]).startswith("Answer the following questions")
+    assert view.spans[-1].index == 2 and view.spans[-1].role == "assistant"  # the call and its result: one reply
+    # The next question: the round is one reply of the history, the instruction goes on the new question.
+    final = " I now know the final answer.\nFinal Answer: Clear."
+    later = family.render([*messages, {"role": "assistant", "content": final},
+                           {"role": "user", "content": "And tomorrow?"}], tools=[WEATHER])
+    plain = family.render([MESSAGES[0], MESSAGES[1], {"role": "assistant", "content": reply + final},
+                           {"role": "user", "content": "And tomorrow?"}], tools=[WEATHER])
+    assert later.ids == plain.ids and later.text == plain.text
+    with pytest.raises(UsageError, match="tool's result with no reply before it"):
+        family.render([MESSAGES[1], {"role": "tool", "content": RESULT}], tools=[WEATHER])
+
+
+def test_a_stop_text_ends_the_reply_before_it(demo_tokenizer):
+    """The sink ends the turn where the reply's text holds a stop word, and the reply's text stops before it."""
+    import threading
+
+    from backends.generation.sink import TurnSink
+
+    events = []
+    sink = TurnSink(events.append, demo_tokenizer.decode, [], threading.Event(), None, [1, 2, 3])
+    sink.stop_texts = ["Observation:"]
+    sink.begin()
+    for token in demo_tokenizer.encode("Action: f\nAction Input: {}\nObservation: x", add_special_tokens=False):
+        if sink.stopped:
+            break
+        sink.token(token)
+    done = sink.finish([])
+    assert done.stop_reason == "eos" and done.text == "Action: f\nAction Input: {}\n"
+    assert "Observation" in "".join(e.text for e in events)  # the tokens the model wrote are all there

@@ -104,6 +104,7 @@ class ModelHandle:
         sink = TurnSink(generation.emit, self.family.decode, list(view.stop_ids) or list(self.family.stop_ids()),
                         generation.stop_event, device, list(view.ids))
         sink.scorer = scorer_for(self.family, params.top_logprobs)
+        sink.stop_texts = list(view.stop_texts)
         for token in prefix or ():
             sink.given(token)
         generation.follow_text(lambda: sink.reply)
@@ -117,7 +118,9 @@ class ModelHandle:
     def prefill_tokens(self, text: str) -> list[TokenEvent]:
         """``text`` as the first tokens of a reply (``run --prefill``), in this model's own tokenization;
         each token's text is what it adds to the decoded whole, so the pieces join to ``text``."""
-        encode = getattr(self.tokenizer, "encode", None)
+        # The checkpoint's tokenizer, else the prompt family's own (Qwen v1's, rebuilt without its code).
+        encode = getattr(self.tokenizer, "encode", None) or getattr(getattr(self.family, "tokenizer", None),
+                                                                    "encode", None)
         if encode is None:
             raise UsageError(f"starting a reply from text needs a local tokenizer; {self.info.label} has none here",
                              "use a checkpoint folder or a GGUF with transformers (--engine generate)")

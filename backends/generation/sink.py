@@ -57,6 +57,9 @@ class TurnSink:
         self.cache_note: str | None = None
         #: The tool calls a server read from the reply itself (``tool_calls``), when it did.
         self.calls: list[dict] | None = None
+        #: Text that ends the reply where it appears (a stop word); ``_cut``: where it did.
+        self.stop_texts: list[str] = []
+        self._cut: int | None = None
 
     def begin(self) -> None:
         self.memory.start()
@@ -76,6 +79,7 @@ class TurnSink:
         self.times.append(now)
         if token_id not in self.stop_ids:  # end-of-turn tokens are not reply text
             self._emit(TokenEvent(int(token_id), self.decoder.push(int(token_id)), now, info))
+            self._watch_stop_texts()
         if len(self.times) % 16 == 0:
             self.memory.sample()
 
@@ -83,12 +87,22 @@ class TurnSink:
         """A token the reply already has (a branch goes on from it): part of the reply, not generated
         now, so neither timed nor counted as new."""
         self._emit(TokenEvent(token.id, self.decoder.push(int(token.id)), time.perf_counter(), token.info))
+        self._watch_stop_texts()
 
     def text(self, delta: str, token_id: int | None = None, info: TokenInfo | None = None) -> None:
         """A piece of the reply that came as text (a server's stream), with its token ID when known."""
         now = time.perf_counter()
         self.times.append(now)
         self._emit(TokenEvent(token_id, self.decoder.add_text(delta), now, info))
+        self._watch_stop_texts()
+
+    def _watch_stop_texts(self) -> None:
+        """A stop word written: the turn ends there (the runner sees ``stopped``), its text before it."""
+        if self.stop_texts and self._cut is None:
+            text = self.decoder.text
+            found = [text.find(s) for s in self.stop_texts if s in text]
+            if found:
+                self._cut = min(found)
 
     def reused(self, tokens: int, cache=None) -> None:
         """``tokens`` of the prompt come from the prompt cache (``cache``, whose note says why it
@@ -104,7 +118,7 @@ class TurnSink:
 
     @property
     def stopped(self) -> bool:
-        return self.stop_event.is_set()
+        return self.stop_event.is_set() or self._cut is not None
 
     def tool_calls(self, calls: list[dict]) -> None:
         """The calls the engine read from the reply (a server's ``tool_calls``)."""
@@ -127,15 +141,18 @@ class TurnSink:
                 stats.decode_tok_s = (len(self.times) - 1) / (self.times[-1] - self.times[0])
         stats.peak_memory_bytes, stats.memory_kind = self.memory.peak()
         reason: StopReason
-        if self.stopped:
+        text = self.decoder.text
+        if self.stop_event.is_set():
             reason = "stopped"
+        elif self._cut is not None:  # the model wrote a stop word: a finished reply, up to it
+            reason, text, tail = "eos", text[:self._cut], ""
         elif self.ended is not None:
             reason = self.ended
         elif new_ids and new_ids[-1] in self.stop_ids:
             reason = "eos"
         else:
             reason = "length"
-        return DoneEvent(stats=stats, stop_reason=reason, text=self.decoder.text, tail=tail,
+        return DoneEvent(stats=stats, stop_reason=reason, text=text, tail=tail,
                          prompt_ids=list(self.prompt_ids), captured_ids=self.captured,
                          prompt_check=self.check, prompt_count=self.prompt_count, cache_note=self.cache_note,
                          tool_calls=self.calls)

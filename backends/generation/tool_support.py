@@ -16,8 +16,6 @@ def tool_support(handle) -> tuple[str | None, str | None]:
     if not getattr(family, "supports_tools", False):
         return None, f"the {family.name} prompt format has no place for tools"
     fmt = call_format(family)
-    if fmt == "react":
-        return None, "Qwen v1's ReAct tool rounds are not run yet (its prompt with tools shows in inspect --tools)"
     if engine == "remote":
         return fmt, None  # a server whose template format is unknown here reads the calls itself (chat API)
     if fmt is None:

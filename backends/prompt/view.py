@@ -70,6 +70,9 @@ class PromptView:
     messages: list[dict] = field(default_factory=list)
     #: The tool definitions the prompt offers (OpenAI function schemas): what a chat-only server is sent.
     tools: list[dict] | None = None
+    #: Text that ends the reply where the model writes it (Qwen v1's ReAct "Observation:", where the
+    #: tool's result goes); the reply's text stops before it.
+    stop_texts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not (len(self.ids) == len(self.pieces) == len(self.special)):

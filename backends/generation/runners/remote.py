@@ -48,6 +48,8 @@ class RemoteRunner:
 
     def run(self, model, view: PromptView, params: SamplingParams, sink: Sink) -> list[int]:
         body = self._sampling(params)
+        if view.stop_texts:  # a stop word of the prompt's format (Qwen v1's ReAct "Observation:")
+            body["stop"] = list(view.stop_texts)
         as_ids = self.sends_ids and bool(view.ids) and not (view.tools and not self.reads_calls)
         if params.top_logprobs:  # where the server gives them: the token's and the K likeliest
             body.update({"logprobs": params.top_logprobs} if as_ids else

@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import copy
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from backends.core.files import read_json
 from backends.core.sequences import common_prefix
 from backends.prompt.families.generation_json import read_generation_json
 from backends.prompt.families.sp_tokens import int_setting, require_file
-from backends.prompt.tools.formats import qwen_react_query
+from backends.prompt.tools.formats import QWEN_REACT_STOP, qwen_react_query
 from backends.prompt.tools.spans import split_spans
 from backends.prompt.view import Dropped, PromptView, Span, piece_from_bytes
 
@@ -199,6 +199,19 @@ class QwenFamily:
                max_new_tokens: int | None = None, tools: list[dict] | None = None) -> PromptView:
         if self.chat_format == "raw":
             return self._render_raw(messages)
+        if any(m["role"] == "tool" for m in messages):  # tool rounds: each one reply, as openai_api.py has it
+            merged, origin, continued = react_rounds(messages)
+            view = (self._render_continued(merged, tools) if continued else
+                    self.render(merged, add_generation_prompt=add_generation_prompt, tools=tools))
+            view.spans = [replace(s, index=origin[s.index]) if s.index >= 0 else s for s in view.spans]
+            view.dropped = [replace(d, index=origin[d.index]) for d in view.dropped]
+            return view
+        view = self._render_chat(messages, add_generation_prompt, tools)
+        if tools:
+            view.stop_texts = [QWEN_REACT_STOP]
+        return view
+
+    def _render_chat(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None) -> PromptView:
         system, system_index, history, query = _split_chat(messages)
         asked = messages[query]["content"] if query is not None else None
         warnings = _nfc_warnings(messages)
@@ -256,6 +269,44 @@ class QwenFamily:
         if self.max_context and len(view.ids) > self.max_context:
             view.warnings.append(f"prompt is {len(view.ids)} tokens, over the model's context of {self.max_context}")
         return view
+
+    def _render_continued(self, merged: list[dict], tools: list[dict] | None) -> PromptView:
+        """``text_complete_last_message``: the reply that called a tool goes on after its observation.
+
+        The prompt is written as one text — system, every round, the last reply left open (no
+        ``<|im_end|>``) — and encoded whole with special tokens live (``tokenizer.encode(prompt)``);
+        the last round's question carries the ReAct instruction. No window is applied, as there.
+        """
+        system, system_index, history, _ = _split_chat(merged)
+        system = system.lstrip("\n").rstrip()
+        parts = [self._text_part(system_index, "system", f"{IM_START}system\n{system}{IM_END}")]
+        tools_at = None
+        for n, (user_i, asst_i) in enumerate(history):
+            last = n == len(history) - 1
+            asked = merged[user_i]["content"].lstrip("\n").rstrip()
+            if last and tools:
+                plain = self._text_part(user_i, "user", f"\n{IM_START}user\n{asked}{IM_END}").ids
+                asked = qwen_react_query(tools, asked)
+            part = self._text_part(user_i, "user", f"\n{IM_START}user\n{asked}{IM_END}")
+            if last and tools:
+                start = common_prefix(part.ids, plain)
+                end = len(part.ids) - common_prefix(part.ids[start:][::-1], plain[start:][::-1])
+                before = sum(len(p.ids) for p in parts)
+                tools_at = (before + start, before + end)
+            parts.append(part)
+            said = merged[asst_i]["content"].lstrip("\n").rstrip()
+            parts.append(self._text_part(asst_i, "assistant",
+                                         f"\n{IM_START}assistant\n{said}" + ("" if last else IM_END)))
+        view = self._view(parts, [], ["the reply goes on after the tool's result in the same assistant turn, as "
+                                      "Qwen's openai_api.py does it: the prompt is encoded as one text"])
+        view.stop_texts = [QWEN_REACT_STOP]
+        if tools_at is not None:
+            view.spans = split_spans(view.spans, *tools_at)
+        return view
+
+    def _text_part(self, index: int, role: str, text: str) -> _Part:
+        text = unicodedata.normalize("NFC", text)
+        return _Part(index, role, text, self.tokenizer.encode(text, allow_special=True))
 
     def _render_raw(self, messages: list[dict]) -> PromptView:
         """``chat_format`` "raw": the prompt is the query alone, specials in it are live."""
@@ -320,6 +371,30 @@ def _split_chat(messages: list[dict]) -> tuple[str, int, list[tuple[int, int]], 
                              "alternate user and assistant messages, ending with a user message")
         pairs.append((u, a))
     return system, system_index, pairs, query
+
+
+def react_rounds(messages: list[dict]) -> tuple[list[dict], list[int], bool]:
+    """``parse_messages`` of Qwen's openai_api.py: a tool's result joins the reply that called it as
+    ``\nObservation: RESULT\nThought:``, and what the model went on with joins the same reply.
+
+    Returns the merged messages, the index in ``messages`` each one starts at, and whether the last
+    reply is to be continued (the conversation ends with a result)."""
+    merged: list[dict] = []
+    origin: list[int] = []
+    for index, message in enumerate(messages):
+        role, content = message["role"], message["content"]
+        if role == "tool":
+            if not merged or merged[-1]["role"] != "assistant":
+                raise UsageError(f"message {index} is a tool's result with no reply before it that called the tool",
+                                 "a tool result follows the assistant reply that made the call")
+            merged[-1]["content"] += f"\nObservation: {content.lstrip(chr(10)).rstrip()}\nThought:"
+        elif role == "assistant" and merged and merged[-1]["role"] == "assistant":
+            after_result = merged[-1]["content"].endswith("\nThought:")
+            merged[-1]["content"] += ("" if after_result else "\n") + content.lstrip("\n").rstrip()
+        else:  # each content as parse_messages takes it: no newlines before, no space after
+            merged.append({**message, "content": content.lstrip("\n").rstrip() if role == "assistant" else content})
+            origin.append(index)
+    return merged, origin, messages[-1]["role"] == "tool"
 
 
 def _nfc_warnings(messages: list[dict], only: int | None = None) -> list[str]:
