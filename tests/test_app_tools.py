@@ -11,6 +11,8 @@ from app_helpers import (  # noqa: F401
     command,
     mcp_config,
     one_torch_thread,
+    screen_ansi,
+    screen_text,
     script,
     send,
     tool_model_dir,
@@ -28,7 +30,7 @@ from tui.widgets.reply import Notice
 from tui.widgets.tools import ToolResult
 
 CALL = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
-SLOW = '<tool_call>\n{"name": "slow", "arguments": {"seconds": 20}}\n</tool_call>'
+SLOW = '<tool_call>\n{"name": "slow", "arguments": {"seconds": 4}}\n</tool_call>'
 BOOM = '<tool_call>\n{"name": "boom", "arguments": {}}\n</tool_call>'
 ANSWER = "It is clear in Paris."
 QUESTION = "What is the weather in Paris?"
@@ -68,6 +70,16 @@ async def ask(pilot, app, text: str = QUESTION) -> None:
     await wait_for(pilot, lambda: isinstance(app.screen, ToolConsentScreen), 60)
 
 
+async def answer(pilot, app, key: str) -> None:
+    """Press ``key`` in the consent dialog; the model is scripted to answer ANSWER after the result: wait
+    for that reply to end."""
+    script(app.models.handle, ANSWER)
+    before = len(app.turns_done)
+    await pilot.press(key)
+    await wait_for(pilot, lambda: len(app.turns_done) > before and app.turns.turn is None, 60)
+    await pilot.pause()
+
+
 def roles(app) -> list[str]:
     return [m["role"] for m in app.turns.conversation.messages]
 
@@ -95,11 +107,7 @@ def test_a_call_runs_after_yes_and_the_model_reads_its_result(tool_handle, tmp_p
             assert reply.text.startswith(CALL) and reply.tokens  # the token view still has the call's tokens
             with pytest.raises(Exception, match="waits for your answer"):
                 app.turns.check_can_send()
-            script(tool_handle, ANSWER)
-            before = len(app.turns_done)
-            await pilot.press("y")
-            await wait_for(pilot, lambda: len(app.turns_done) > before and app.turns.turn is None, 60)
-            await pilot.pause()
+            await answer(pilot, app, "y")
             assert calls_made(calls_file) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
             (result,) = app.chat.query(ToolResult)
             assert json.loads(result.text)["sky"] == "clear" and not result.error
@@ -210,10 +218,7 @@ def test_esc_stops_waiting_for_a_slow_tool_and_a_failing_tool_is_one_line(tool_h
             # A tool that fails: its one line goes to the model as the result, and the model goes on.
             script(tool_handle, BOOM)
             await ask(pilot, app, "Try the other one.")
-            script(tool_handle, ANSWER)
-            before = len(app.turns_done)
-            await pilot.press("y")
-            await wait_for(pilot, lambda: len(app.turns_done) > before and app.turns.turn is None, 60)
+            await answer(pilot, app, "y")
             (result,) = app.chat.query(ToolResult)
             assert result.error and "kaboom" in result.text and "\n" not in result.text
             assert app.turns.conversation.messages[-2]["content"].startswith("error: ")
@@ -240,6 +245,12 @@ def test_tools_lists_and_turns_tools_off_for_the_conversation(tool_handle, tmp_p
             assert "1 of 4 on" in (await _listing(pilot, app))
             await command(pilot, app, "/tools on nothing")
             assert "there is no tool 'nothing'" in notices(app)[-1]
+            # A result is text: markup and escape sequences show as they are, never styled or sent to the terminal.
+            await app.chat.add_tool_result("get_weather", "\x1b[31mred [bold]sky[/bold]\x07")
+            await pilot.pause()
+            shown = screen_text(app)
+            assert "␛[31mred [bold]sky[/bold]" in shown
+            assert "\x1b[31mred" not in screen_ansi(app) and "\x07" not in screen_ansi(app)
 
     __import__("asyncio").run(scenario())
 
@@ -282,10 +293,7 @@ def test_a_conversation_that_ended_at_a_waiting_call_asks_again_when_reopened(to
             await ready(pilot, app)
             await wait_for(pilot, lambda: isinstance(app.screen, ToolConsentScreen), 60)
             assert app.screen.call.name == "get_weather"
-            script(tool_handle, ANSWER)
-            before = len(app.turns_done)
-            await pilot.press("y")
-            await wait_for(pilot, lambda: len(app.turns_done) > before and app.turns.turn is None, 60)
+            await answer(pilot, app, "y")
             assert roles(app) == ["user", "assistant", "tool", "assistant"]
             assert len(calls_made(calls_file)) == 1
 

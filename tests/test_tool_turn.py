@@ -8,8 +8,8 @@ import json
 import sys
 
 import pytest
+from app_helpers import tool_model_dir  # noqa: F401
 from test_mcp_client import SERVER
-from test_tools_render import TOOLS_CHATML
 
 from backends.core.events import TokenEvent
 from backends.core.params import SamplingParams
@@ -19,21 +19,9 @@ from backends.generation.tool_loop import ToolOutcome, tool_turn
 from backends.mcp.client import McpServer, ServerConfig
 from backends.prompt.tools.calls import ToolCall
 
-#: The template renders a tool's result as a turn of its own role.
-TEMPLATE = TOOLS_CHATML
-
-
 @pytest.fixture(scope="module")
-def tool_model(demo_dir, tmp_path_factory):
-    from conftest import build_tiny_model
-
-    folder = build_tiny_model(demo_dir, tmp_path_factory.mktemp("tool-model") / "tiny-tools")
-    config = folder / "tokenizer_config.json"
-    data = json.loads(config.read_text())
-    data["chat_template"] = TEMPLATE
-    config.write_text(json.dumps(data))
-    (folder / "chat_template.jinja").unlink(missing_ok=True)
-    return open_model(ModelSpec(source=str(folder)))
+def tool_model(tool_model_dir):
+    return open_model(ModelSpec(source=str(tool_model_dir)))
 
 
 @pytest.fixture
