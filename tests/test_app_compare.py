@@ -262,3 +262,23 @@ def test_c_in_the_model_picker_compares_that_model_with_the_active_one(tiny_hand
             assert "compare mode: each message goes to models 1" in notices(app)[-1]
 
     asyncio.run(scenario())
+
+
+def test_compare_mode_says_compared_models_are_offered_no_tools(tiny_handle, other_handle, tmp_path):
+    (tmp_path / "tools.json").write_text(json.dumps([{"name": "get_weather", "parameters": {"type": "object"}}]))
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"], tools_file=str(tmp_path / "tools.json")),
+                        handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None)
+            await command(pilot, app, "/compare 1 2")
+            await wait_for(pilot, lambda: app.comparing.on)
+            assert "tools are not offered to compared models" in notices(app)[-1]
+            await command(pilot, app, "/compare off")
+            await command(pilot, app, "/tools off all")
+            await command(pilot, app, "/compare 1 2")
+            await wait_for(pilot, lambda: app.comparing.on)
+            assert "tools are not offered" not in notices(app)[-1]
+
+    asyncio.run(scenario())

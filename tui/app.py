@@ -129,6 +129,7 @@ class LlmTuiApp(App[int]):
         self.turns.after_reply = self.tools.after_reply
         self.turns.on_fresh = self.tools.fresh_conversation
         self.preview.tools_for = self.tools.tools_for
+        self.comparing.tools_on = lambda: any(o.on for o in self.tools.offered.values())
         self.preview.compared = self.comparing.targets
         self.turns.answer_again = self._answer_again
         self.models.on_compare_pick = self.comparing.add

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Callable
 
 from backends.core.errors import UsageError, error_line
 from backends.core.events import Alternative
@@ -68,6 +69,8 @@ class Comparing:
         self.running: CompareRun | None = None
         self._waiting: list[int] | None = None  # slots asked for, some still loading
         self._ended: CompareEnded | None = None  # the end, come before a pane's last text was drawn
+        #: Whether tools are on in the conversation (set by the app): compared models are offered none.
+        self.tools_on: Callable[[], bool] = lambda: False
         self._count = 0
 
     # -- /compare ------------------------------------------------------------------------------
@@ -127,8 +130,9 @@ class Comparing:
         self.slots = slots
         plan = schedule([self.models.slots[i].handle for i in slots])
         self.status.set(compare=self._mode_line())
+        tools = "; tools are not offered to compared models" if self.tools_on() else ""
         self.chat.add_notice(f"compare mode: each message goes to models {self._names(slots)}; "
-                             f"{plan.line}. /compare off ends it")
+                             f"{plan.line}{tools}. /compare off ends it")
         self.turns.changed()  # the preview shows every model's prompt
 
     def model_ready(self) -> None:
