@@ -68,3 +68,27 @@ def test_a_server_that_cannot_start_gives_one_line(tmp_path):
         broken.start(timeout=15)
     with pytest.raises(ToolError, match="neither a command nor a url"):
         McpServer(ServerConfig("empty"))
+
+
+def test_a_server_over_streamable_http(tmp_path):
+    """``url = ...``: the same server, reached over streamable HTTP."""
+    import subprocess
+
+    from server_stubs import free_port, wait_until_up
+
+    port = free_port()
+    process = subprocess.Popen([sys.executable, str(SERVER), "--http", str(port)],
+                               env={**__import__("os").environ, "MCP_CALLS": str(tmp_path / "calls.jsonl")},
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/mcp", process, timeout=60)
+        web = McpServer(ServerConfig("web", url=f"http://127.0.0.1:{port}/mcp"))
+        try:
+            assert {t.name for t in web.start()} == {"get_weather", "slow", "boom", "exit_now"}
+            result = web.call("get_weather", {"city": "Oslo"})
+            assert not result.is_error and json.loads(result.text)["city"] == "Oslo"
+        finally:
+            web.close()
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -138,9 +138,11 @@ class McpServer:
 
     def _transport(self):
         if self.config.url:
-            from mcp.client.streamable_http import streamablehttp_client
+            from mcp.client import streamable_http
 
-            return streamablehttp_client(self.config.url)
+            # The SDK renamed it (1.2x); the old name stays, deprecated, through 1.x.
+            connect = getattr(streamable_http, "streamable_http_client", None) or streamable_http.streamablehttp_client
+            return connect(self.config.url)
         from mcp import StdioServerParameters
         from mcp.client.stdio import stdio_client
 
