@@ -282,3 +282,27 @@ def test_compare_mode_says_compared_models_are_offered_no_tools(tiny_handle, oth
             assert "tools are not offered" not in notices(app)[-1]
 
     asyncio.run(scenario())
+
+
+def test_quitting_during_a_compared_turn_saves_what_the_panes_said(tiny_handle, other_handle):
+    async def scenario():
+        app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+            await command(pilot, app, "/set max_new_tokens 6000")
+            await command(pilot, app, "/compare 1 2")
+            app.input.load_text("go on and on")
+            await pilot.press("enter")
+            turn = app.chat.query_one(ComparedTurn)
+            await wait_for(pilot, lambda: len(turn.panes[0].tokens) > 5)
+            store, conv_id = app.recorder.store.path, app.recorder.conversation_id
+            reference = turn.labels[0]
+            await app.action_quit()
+            said = turn.panes[0].text
+        with Store(store) as db:
+            stored = db.load_conversation(conv_id)
+        last = stored.messages[-1]
+        assert last.role == "assistant" and last.status == "stopped" and said.startswith(last.content) and last.content
+        assert last.model == reference
+
+    asyncio.run(scenario())

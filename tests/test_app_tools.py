@@ -14,6 +14,7 @@ from app_helpers import (  # noqa: F401
     screen_ansi,
     screen_text,
     script,
+    scripted_handle,
     send,
     tool_model_dir,
     wait_for,
@@ -296,5 +297,22 @@ def test_a_conversation_that_ended_at_a_waiting_call_asks_again_when_reopened(to
             await answer(pilot, app, "y")
             assert roles(app) == ["user", "assistant", "tool", "assistant"]
             assert len(calls_made(calls_file)) == 1
+
+    __import__("asyncio").run(scenario())
+
+
+def test_a_model_whose_template_writes_no_calls_is_offered_no_tools_and_says_so(scripted_handle, tmp_path):
+    (tmp_path / "tools.json").write_text(json.dumps([{"name": "get_weather", "parameters": {"type": "object"}}]))
+
+    async def scenario():
+        app = LlmTuiApp(AppSettings(tools_file=str(tmp_path / "tools.json")), handles={0: scripted_handle})
+        app.turns.params = app.turns.params.with_value("temperature", "0").with_value("max_new_tokens", "8")
+        async with app.run_test(size=(120, 40)) as pilot:
+            await wait_loaded(pilot, app)
+            script(scripted_handle, "Hello.")
+            await send(pilot, app, QUESTION)
+            assert any("is offered no tools: the" in n and "writes no tool calls" in n for n in notices(app))
+            done = app.turns_done[-1].done
+            assert done.prompt_ids == scripted_handle.render(app.turns.conversation.messages[:1]).ids  # no tools in it
 
     __import__("asyncio").run(scenario())

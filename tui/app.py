@@ -371,7 +371,7 @@ class LlmTuiApp(App[int]):
         """Keep the partial reply, stop generating and profiling, close the database; safe to call twice."""
         self.turns.abandon()
         self.profiles.stop()
-        self.comparing.stop()  # a compared turn's threads end at their next token
+        self.comparing.abandon()  # a compared turn's threads end at their next token; what they said is saved
         self.tools.close()
         if not self._saved:
             self._saved = True
@@ -386,12 +386,12 @@ class LlmTuiApp(App[int]):
     def hang_up(self, code: int) -> None:
         """SIGHUP (the SSH session went away: 129) or SIGTERM (143): save, then leave."""
         self.turns.abandon()
-        self.comparing.stop()
+        self.comparing.abandon()
         self.exit(return_code=code)
 
     async def action_quit(self) -> None:
         self.turns.abandon()
-        self.comparing.stop()
+        self.comparing.abandon()
         self.exit()
 
     # -- actions the keys name (keys.py) -------------------------------------------------------

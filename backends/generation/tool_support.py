@@ -19,5 +19,6 @@ def tool_support(handle) -> tuple[str | None, str | None]:
     if engine == "remote":
         return fmt, None  # a server whose template format is unknown here reads the calls itself (chat API)
     if fmt is None:
-        return None, f"llm-tui does not read tool calls in the {family.name} format"
+        return None, (f"the {family.name} chat template writes no tool calls llm-tui reads (<tool_call> JSON, "
+                      "Llama 3.1 JSON, GLM's name line)")
     return fmt, None

@@ -199,6 +199,22 @@ class Comparing:
         self.app.run_worker(partial(self._work, run, self.turns.conversation.copy_messages(), self.turns.params),
                             name="compare", group="compare", thread=True, exit_on_error=False)
 
+    def abandon(self) -> None:
+        """The app ends during a compared turn: its threads stop at their next token, and what each pane
+        has said is saved now (stopped: the kept one in place, the others its branches), as a plain turn's
+        partial reply is; the figures, which come after the replies, are not."""
+        run, self.running = self.running, None
+        if run is None:
+            return
+        run.stop.set()
+        said = [i for i, pane in enumerate(run.widget.panes) if pane.text]
+        if not said:
+            return
+        replies = [{"model": run.widget.labels[i], "text": run.widget.panes[i].text, "status": "stopped", "done": None,
+                    "tokens": run.widget.panes[i].tokens, "made_by": run.widget.panes[i].made_by, "more_stats": None}
+                   for i in said]
+        self.recorder.add_compared(replies, 0)
+
     def stop(self) -> bool:
         if self.running is None:
             return False
