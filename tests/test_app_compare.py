@@ -222,17 +222,23 @@ def test_a_compared_turn_comes_back_with_resume_and_ctrl_r_compares_again(tiny_h
     asyncio.run(resumed())
 
 
+async def long_compared_turn(pilot, app) -> ComparedTurn:
+    """Models 1 and 2 compared on a reply of up to 6,000 tokens; returns the turn once the first has a few."""
+    await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
+    await command(pilot, app, "/set max_new_tokens 6000")
+    await command(pilot, app, "/compare 1 2")
+    app.input.load_text("go on and on")
+    await pilot.press("enter")
+    turn = app.chat.query_one(ComparedTurn)
+    await wait_for(pilot, lambda: len(turn.panes[0].tokens) > 5)
+    return turn
+
+
 def test_esc_stops_a_compared_turn_and_keeps_what_was_said(tiny_handle, other_handle):
     async def scenario():
         app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
-            await command(pilot, app, "/set max_new_tokens 6000")
-            await command(pilot, app, "/compare 1 2")
-            app.input.load_text("go on and on")
-            await pilot.press("enter")
-            turn = app.chat.query_one(ComparedTurn)
-            await wait_for(pilot, lambda: len(turn.panes[0].tokens) > 5)
+            turn = await long_compared_turn(pilot, app)
             await pilot.press("escape")
             await wait_for(pilot, lambda: app.comparing.running is None, 30)
             await pilot.pause()
@@ -288,13 +294,7 @@ def test_quitting_during_a_compared_turn_saves_what_the_panes_said(tiny_handle, 
     async def scenario():
         app = LlmTuiApp(AppSettings(models=["tiny", "other"]), handles={0: tiny_handle, 1: other_handle})
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: app.models.handle is not None and app.sessions.store_ready)
-            await command(pilot, app, "/set max_new_tokens 6000")
-            await command(pilot, app, "/compare 1 2")
-            app.input.load_text("go on and on")
-            await pilot.press("enter")
-            turn = app.chat.query_one(ComparedTurn)
-            await wait_for(pilot, lambda: len(turn.panes[0].tokens) > 5)
+            turn = await long_compared_turn(pilot, app)
             store, conv_id = app.recorder.store.path, app.recorder.conversation_id
             reference = turn.labels[0]
             await app.action_quit()

@@ -63,8 +63,9 @@ async def ready(pilot, app) -> None:
     await wait_for(pilot, lambda: "get_weather" in app.tools.offered, 60)
 
 
-async def ask(pilot, app, text: str = QUESTION) -> None:
-    """Send ``text``; wait until the reply's call waits for an answer."""
+async def ask(pilot, app, call: str = CALL, text: str = QUESTION) -> None:
+    """Send ``text`` to the model scripted to answer ``call``; wait until the call waits for an answer."""
+    script(app.models.handle, call)
     app.input.focus()
     app.input.load_text(text)
     await pilot.press("enter")
@@ -97,7 +98,6 @@ def test_a_call_runs_after_yes_and_the_model_reads_its_result(tool_handle, tmp_p
             # The preview offers the server's tools where the template puts them, before anything is sent.
             app.input.load_text(QUESTION)
             await wait_for(pilot, lambda: app.inspector.view is not None and "get_weather" in app.inspector.view.text)
-            script(tool_handle, CALL)
             await ask(pilot, app)
             dialog = app.screen
             assert dialog.call.name == "get_weather" and dialog.call.arguments == {"city": "Paris"}
@@ -158,7 +158,6 @@ def test_no_runs_nothing_and_the_turn_ends_at_the_call(tool_handle, tmp_path, ca
         app = make_app(tool_handle, tmp_path, calls_file)
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot, app)
-            script(tool_handle, CALL)
             await ask(pilot, app)
             await pilot.press("n")
             await wait_for(pilot, lambda: app.tools.round is None)
@@ -180,15 +179,13 @@ def test_always_runs_the_tools_later_calls_without_asking_up_to_the_step_limit(t
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot, app)
             await command(pilot, app, "/tools steps 3")
-            script(tool_handle, CALL)  # the model calls the tool every time
-            dialogs = []
-            await ask(pilot, app)
-            dialogs.append(app.screen)
+            await ask(pilot, app)  # the model is scripted to call the tool every time
             await pilot.press("a")
+            # One answer does it all: a second dialog would wait for a key, and this would time out.
             await wait_for(pilot, lambda: app.tools.round is None and app.turns.turn is None
                            and len(app.turns_done) == 3, 90)
             await pilot.pause()
-            assert len(dialogs) == 1 and not isinstance(app.screen, ToolConsentScreen)
+            assert not isinstance(app.screen, ToolConsentScreen)
             assert len(calls_made(calls_file)) == 2  # the third reply's call is past the limit
             assert roles(app) == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
             assert app.chat.last_reply().tool["calls"][0]["outcome"] == "step limit"
@@ -205,8 +202,7 @@ def test_esc_stops_waiting_for_a_slow_tool_and_a_failing_tool_is_one_line(tool_h
         app = make_app(tool_handle, tmp_path, calls_file)
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot, app)
-            script(tool_handle, SLOW)
-            await ask(pilot, app)
+            await ask(pilot, app, SLOW)
             await pilot.press("y")
             await wait_for(pilot, lambda: app.tools.round is not None and app.tools.round.running is not None)
             await wait_for(pilot, lambda: calls_made(calls_file))  # it is running on the server
@@ -217,8 +213,7 @@ def test_esc_stops_waiting_for_a_slow_tool_and_a_failing_tool_is_one_line(tool_h
             assert roles(app) == ["user", "assistant"] and not app.chat.query(ToolResult)
             assert any("stopped waiting for slow" in n for n in notices(app))
             # A tool that fails: its one line goes to the model as the result, and the model goes on.
-            script(tool_handle, BOOM)
-            await ask(pilot, app, "Try the other one.")
+            await ask(pilot, app, BOOM, "Try the other one.")
             await answer(pilot, app, "y")
             (result,) = app.chat.query(ToolResult)
             assert result.error and "kaboom" in result.text and "\n" not in result.text
@@ -285,7 +280,6 @@ def test_a_conversation_that_ended_at_a_waiting_call_asks_again_when_reopened(to
         app = make_app(tool_handle, tmp_path, calls_file)
         async with app.run_test(size=(120, 40)) as pilot:
             await ready(pilot, app)
-            script(tool_handle, CALL)
             await ask(pilot, app)
             conv_id = app.recorder.conversation_id
         # The app ended with the dialog open (the link dropped): the call is saved as waiting.
