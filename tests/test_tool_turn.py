@@ -191,3 +191,51 @@ def test_qwen_v1_react_round_stops_at_observation_and_goes_on_in_the_same_reply(
     preview = handle.render([*QUESTION, said, result], tools=[t.schema() for t in server.tools])
     assert preview.text.endswith(f"\nObservation: {result['content']}\nThought:")
     assert second.done.captured_ids == preview.ids
+
+
+# -- the same round in the shapes of Llama 3.1's and GLM-4's templates --------------------------------
+
+#: The call as each writes it, and how its template writes the result back.
+SHAPED_CALLS = {
+    "llama3.1": ('{"name": "get_weather", "parameters": {"city": "Paris"}}',
+                 lambda text: "<|start_header_id|>ipython<|end_header_id|>\n\n" + json.dumps(text) + "<|eot_id|>"),
+    "glm-4": ('get_weather\n{"city": "Paris"}', lambda text: "<|observation|>\n" + text),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPED_CALLS))
+def test_a_round_in_a_templates_own_shape_runs_and_the_next_prompt_goes_on_from_the_models_tokens(
+        shape, demo_dir, tmp_path_factory, server):
+    """A real tiny model with the template of that shape: the call is read in the family's format, runs
+    on the server, its result is written in the role the template reads results in (GLM-4's
+    observation), and the next prompt is the first one, the model's own tokens and the result."""
+    import tool_templates
+    from conftest import build_tiny_model
+
+    template = {"llama3.1": tool_templates.LLAMA31, "glm-4": tool_templates.GLM4}[shape]
+    folder = build_tiny_model(demo_dir, tmp_path_factory.mktemp(shape) / f"tiny-{shape}")
+    config = folder / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "chat_template": template}))
+    (folder / "chat_template.jinja").unlink(missing_ok=True)
+    handle = open_model(ModelSpec(source=str(folder)))
+    call_text, written = SHAPED_CALLS[shape]
+    prefix = starting_with(handle, call_text)
+    eos = handle.model.generation_config.eos_token_id
+    eos = eos[0] if isinstance(eos, list) else eos
+    # The reply ends where the call does, as a trained model's would: the end of turn after its tokens.
+    handle.model.generation_config.sequence_bias = [[[t.id for t in prefix[-8:]] + [eos], 1000.0]]
+    tools = [t.schema() for t in server.tools]
+    steps, added = tool_turn(handle, QUESTION, SamplingParams(temperature=0, max_new_tokens=4),
+                             server.tools, decide=lambda c: True, run=lambda c: _run(server, c, 30),
+                             prefix=prefix, max_steps=2)
+    first, second = steps
+    assert first.done.text == call_text
+    assert [c.to_json() for c in first.parsed.calls] == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    assert calls_made(server) == [{"name": "get_weather", "arguments": {"city": "Paris"}}]
+    said, result = added[:2]
+    assert result["role"] == "tool"
+    preview = handle.render([*QUESTION, said, result], tools=tools)
+    assert second.done.captured_ids == preview.ids
+    asked = handle.render(QUESTION, tools=tools)
+    assert preview.text.startswith(asked.text + call_text) and written(result["content"]) in preview.text
+    assert not preview.warnings

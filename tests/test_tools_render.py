@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import tool_templates
 from fixtures_families import make_template_dir
 
 from backends.core.errors import UsageError
@@ -59,6 +60,97 @@ def test_a_template_family_renders_tools_as_the_template_does_with_a_span_of_the
     before = [s for s in view.spans if s.end <= span.start]
     assert before and before[-1].index == 0 and before[-1].role == "system"
     assert not any("ignores tools" in w for w in view.warnings)
+
+
+# -- the template families' own shapes: where the tools go, the call, the result's role --------------
+
+#: name: (template, specials, eos, the reply as the model writes it after the generation prompt,
+#: the round as the family's own code writes it: the call's message and the result's).
+SHAPES = {
+    "qwen2.5": (tool_templates.QWEN25, tool_templates.QWEN25_SPECIALS, "<|im_end|>",
+                '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+                lambda reply: [{"role": "assistant", "content": reply},
+                               {"role": "tool", "content": "sunny, 21 C"}]),
+    "llama3.1": (tool_templates.LLAMA31, tool_templates.LLAMA31_SPECIALS, "<|eot_id|>",
+                 '{"name": "get_weather", "parameters": {"city": "Paris"}}',
+                 lambda reply: [{"role": "assistant", "content": reply},
+                                {"role": "ipython", "content": "sunny, 21 C"}]),
+    "glm-4": (tool_templates.GLM4, tool_templates.GLM4_SPECIALS, "<|endoftext|>",
+              'get_weather\n{"city": "Paris"}',
+              lambda reply: [{"role": "assistant", "metadata": "get_weather", "content": '{"city": "Paris"}'},
+                             {"role": "observation", "content": "sunny, 21 C"}]),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SHAPES))
+def shaped(request, tmp_path_factory):
+    template, specials, eos, reply, vendor_round = SHAPES[request.param]
+    root = make_template_dir(tmp_path_factory.mktemp(request.param), config={"model_type": "llama"},
+                             specials=specials, chat_template=template, eos_token=eos,
+                             bos_token="<|begin_of_text|>" if "<|begin_of_text|>" in specials else None)
+    return request.param, root, reply, vendor_round
+
+
+def test_each_template_familys_tools_are_rendered_as_its_template_does_and_only_they_are_the_tools_spans(shaped):
+    from transformers import AutoTokenizer
+
+    name, root, _, _ = shaped
+    family, _ = open_family(ModelSpec(source=str(root)))
+    tokenizer = AutoTokenizer.from_pretrained(str(root))
+    view = family.render(MESSAGES, tools=[WEATHER])
+    reference = tokenizer.apply_chat_template(MESSAGES, tools=[WEATHER], tokenize=False, add_generation_prompt=True)
+    assert view.text == reference and view.ids == tokenizer(reference, add_special_tokens=False)["input_ids"]
+    assert [s.start for s in view.spans[1:]] == [s.end for s in view.spans[:-1]]
+    assert view.spans[0].start == 0 and view.spans[-1].end == len(view.ids)
+    shown = {s: "".join(view.pieces[s.start:s.end]) for s in view.spans}
+    tools = "".join(text for s, text in shown.items() if s.index == TOOLS_SPAN)
+    assert '"get_weather"' in tools and "The weather in a city now." in tools
+    # The messages keep their words: none is counted as the tools' (Llama 3.1 writes the tools twice
+    # apart, a line in the system turn and the definitions in the first user turn, around them).
+    assert "Be brief." in "".join(text for s, text in shown.items() if s.role == "system")
+    assert "Weather in Paris?" in "".join(text for s, text in shown.items() if s.role == "user")
+    assert "Be brief." not in tools and "Paris" not in tools
+    if name == "llama3.1":
+        assert [s.index for s in view.spans].count(TOOLS_SPAN) == 2
+        assert shown[[s for s in view.spans if s.index == TOOLS_SPAN][0]] == "Environment: ipython\n"
+
+
+def test_each_template_family_writes_a_tool_round_back_as_its_own_code_does(shaped):
+    """The call is kept as the model wrote it, the result goes in the role the template reads results
+    in (GLM-4's observation; a tool message it would drop), and the next prompt goes on from the
+    model's own tokens."""
+    from transformers import AutoTokenizer
+
+    from backends.generation.tool_loop import ToolOutcome, call_message, result_message
+    from backends.prompt.tools.calls import call_format, parse_reply
+
+    name, root, reply, vendor_round = shaped
+    family, _ = open_family(ModelSpec(source=str(root)))
+    tokenizer = AutoTokenizer.from_pretrained(str(root))
+    fmt = call_format(family)
+    parsed = parse_reply(fmt, reply, known={"get_weather"})
+    assert parsed.problem is None and [(c.name, c.arguments) for c in parsed.calls] == [("get_weather", {"city": "Paris"})]
+    ours = MESSAGES + [call_message(fmt, reply, parsed.calls), result_message(ToolOutcome(parsed.calls[0], "sunny, 21 C"))]
+    view = family.render(ours, tools=[WEATHER])
+    reference = tokenizer.apply_chat_template(MESSAGES + vendor_round(reply), tools=[WEATHER], tokenize=False,
+                                              add_generation_prompt=True)
+    assert view.text == reference and "sunny, 21 C" in view.text
+    asked = family.render(MESSAGES, tools=[WEATHER]).text
+    assert view.text.startswith(asked + reply)
+    assert not view.warnings
+    assert [s.role for s in view.spans if s.index >= 0][-2:] == ["assistant", "tool"]
+
+
+def test_a_template_that_writes_no_tool_results_says_the_result_is_not_in_the_prompt(tmp_path):
+    bare = ("{% for m in messages %}{% if m.role in ['user', 'assistant'] %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+            "<|im_end|>\n{% endif %}{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    root = make_template_dir(tmp_path / "bare", config={"model_type": "llama"},
+                             specials=("<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"), chat_template=bare)
+    family, _ = open_family(ModelSpec(source=str(root)))
+    view = family.render([{"role": "user", "content": "Weather?"}, {"role": "assistant", "content": "call"},
+                          {"role": "tool", "name": "get_weather", "content": "sunny"}])
+    assert "sunny" not in view.text
+    assert "the chat template writes no tool results: tool message #2 is not in the prompt" in view.warnings
 
 
 def test_a_template_without_a_tool_format_says_the_tools_are_not_in_the_prompt(demo_dir):

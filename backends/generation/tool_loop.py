@@ -55,12 +55,13 @@ def read_calls(fmt: str | None, done: DoneEvent, known: set[str]) -> ParsedReply
 
 def call_message(fmt: str | None, text: str, calls: list[ToolCall] = ()) -> dict:
     """The reply that made the calls, as the conversation keeps it: the model's own words. ChatGLM3's
-    tool name is its message's metadata (``<|assistant|>NAME\\n...``), as its ``process_response`` keeps it;
+    and GLM-4's tool name is the message's metadata (``<|assistant|>NAME\\n...``), as ChatGLM3's
+    ``process_response`` keeps it and GLM-4's template writes it back;
     calls a server read itself go as the chat API's ``tool_calls`` (arguments as a dict, as templates read them)."""
     if any(c.id for c in calls):
         return {"role": "assistant", "content": text, "tool_calls": [
             {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}} for c in calls]}
-    if fmt == "chatglm3":
+    if fmt in ("chatglm3", "glm4"):
         name, _, rest = text.lstrip("\n").partition("\n")
         return {"role": "assistant", "metadata": name.strip(), "content": rest}
     return {"role": "assistant", "content": text}

@@ -72,6 +72,13 @@ class TokenPieces:
         return [i in special for i in ids]
 
 
+def _message_key(message: dict) -> tuple:
+    """What of a message a template may write: its role and content, and any other field (a tool
+    call's name, metadata or id) when it has one."""
+    extra = {k: v for k, v in message.items() if k not in ("role", "content")}
+    return (message["role"], message["content"], json.dumps(extra, sort_keys=True, default=str) if extra else "")
+
+
 class ChatTemplateFamily:
     """Prompts built by the checkpoint's own Jinja chat template."""
 
@@ -88,6 +95,7 @@ class ChatTemplateFamily:
         self._notes = list(notes or [])  # about the checkpoint's files, in every view's warnings
         self._prefix_cache: dict[tuple, str | None] = {}
         self._head: str | None = None
+        self._result_role: str | None | bool = False  # False: not probed yet
         self._vocab_cache: dict[str, int] | None = None
 
     # -- rendering -----------------------------------------------------------
@@ -96,6 +104,10 @@ class ChatTemplateFamily:
 
     def _text(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
         extra = {"tools": tools} if tools else {}
+        if any(m["role"] == "tool" for m in messages):
+            role = self.result_role()
+            if role not in (None, "tool"):
+                messages = [{**m, "role": role} if m["role"] == "tool" else m for m in messages]
         try:
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
@@ -143,9 +155,10 @@ class ChatTemplateFamily:
         (the last message) changes, so each keystroke costs one new render.
         """
         bounds: list[int] = []
+        keys = tuple(_message_key(m) for m in messages)
         for k in range(1, len(messages) + 1):
             check_cancelled()  # a template render per new prefix: many for a conversation not seen yet
-            prefix = self._prefix_text(tuple((m["role"], m["content"]) for m in messages[:k]), tools)
+            prefix = self._prefix_text(messages[:k], keys[:k], tools)
             if prefix is None or not text.startswith(prefix):
                 return self._spans_by_content(messages, text, offsets)
             bounds.append(len(prefix))
@@ -171,6 +184,27 @@ class ChatTemplateFamily:
             return content_at - len(head)
         return 0
 
+    #: The roles templates write a tool's result in: the chat API's ``tool``, GLM-4's ``observation``,
+    #: Llama 3.1's ``ipython``.
+    RESULT_ROLES = ("tool", "observation", "ipython")
+
+    def result_role(self) -> str | None:
+        """The role this template writes a tool result in (None: it writes none), found by rendering
+        a probe result in each role; conversations keep ``tool`` and are renamed to it here."""
+        if self._result_role is False:
+            marker = "\u2063llm-tui-result\u2063"
+            self._result_role = None
+            for role in self.RESULT_ROLES:
+                probe = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
+                         {"role": role, "content": marker, "name": "f", "tool_call_id": "call_0"}]
+                try:
+                    if marker in self.tokenizer.apply_chat_template(probe, tokenize=False):
+                        self._result_role = role
+                        break
+                except Exception:
+                    continue
+        return self._result_role
+
     def _user_turn_head(self) -> str:
         if self._head is None:
             marker = "\u2063llm-tui\u2063"
@@ -183,12 +217,12 @@ class ChatTemplateFamily:
                 self._head = ""
         return self._head
 
-    def _prefix_text(self, messages: tuple, tools: list[dict] | None = None) -> str | None:
-        key = (json.dumps(tools, sort_keys=True) if tools else "", messages)
+    def _prefix_text(self, messages: list[dict], keys: tuple, tools: list[dict] | None = None) -> str | None:
+        key = (json.dumps(tools, sort_keys=True) if tools else "", keys)
         cached = self._prefix_cache.get(key)
         if cached is None and key not in self._prefix_cache:
             try:
-                cached = self._text([{"role": r, "content": c} for r, c in messages], False, tools)
+                cached = self._text(list(messages), False, tools)
             except Exception:
                 cached = None
             if len(self._prefix_cache) > 512:
@@ -213,6 +247,10 @@ class ChatTemplateFamily:
         if add_generation_prompt and messages and messages[-1]["role"] != "assistant":
             if self._text(messages, False, tools) == view.text:
                 found.append("the template adds no generation prompt: the model may continue the user's text")
+        results = [i for i, m in enumerate(messages) if m["role"] == "tool"]
+        if results and self.result_role() is None:
+            found.append("the chat template writes no tool results: tool message "
+                         + ", ".join(f"#{i}" for i in results) + " is not in the prompt")
         stops = set(view.stop_ids)
         specials = [self._pieces.added[i] for i in self._pieces.special_ids if i in self._pieces.added]
         for index, message in enumerate(messages):
