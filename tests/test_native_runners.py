@@ -158,6 +158,25 @@ def test_chatglm_stream_chat_reuses_its_cache_and_the_preview_says_so(chatglm_pa
     assert handle.render(edited).mode == "full"
 
 
+def test_tools_are_refused_through_the_native_engine_whose_method_would_run_a_calls_text(chatglm_parts):
+    """ChatGLM3's stream_chat passes a call's text to eval() once the history has tools: the native engine
+    is offered none, and says which engine reads the calls as data."""
+    from remote_standins.native_methods import ChatGLMStreamChatStandin, ChatGLMTokenizerAdapter
+
+    from backends.core.errors import UsageError
+    from backends.generation.tool_support import tool_support
+
+    lm, family = chatglm_parts
+    model = ChatGLMStreamChatStandin(lm, _generation_config(), end_after=2, end_token=family.command("<|user|>"))
+    handle = _handle(model, ChatGLMTokenizerAdapter(family), family)
+    fmt, why = tool_support(handle)
+    assert fmt is None and "passes it to eval()" in why and "--engine auto" in why
+    tool = {"type": "function", "function": {"name": "f", "description": "", "parameters": {"type": "object"}}}
+    with pytest.raises(UsageError, match="not sent through the native engine") as refused:
+        handle.stream([{"role": "user", "content": "hi"}], GREEDY, tools=[tool])
+    assert "--engine auto" in refused.value.fix and model.seen_past == []
+
+
 def test_a_method_needing_removed_transformers_internals_is_refused_in_one_line(chatglm_parts):
     import torch
     from remote_standins.native_methods import (

@@ -14,6 +14,7 @@ from backends.generation.runners.logprobs import scorer_for
 from backends.generation.score import PromptScore, score_ids
 from backends.generation.sink import TurnSink
 from backends.generation.stream import Generation
+from backends.generation.tool_support import NATIVE_NO_TOOLS
 from backends.hardware.devices import input_device
 from backends.hardware.release import release_memory
 from backends.prompt.families.base import PromptFamily, token_pieces
@@ -93,8 +94,7 @@ class ModelHandle:
         (OpenAI function schemas) are in the prompt as the family's format puts them."""
         params = (params or SamplingParams()).validate()
         if tools and getattr(self.runner, "name", "") == "native":
-            raise UsageError("tools are not sent through the native engine yet",
-                             "use --engine generate (or loop, for remote-code checkpoints)")
+            raise UsageError(*NATIVE_NO_TOOLS)
         view = self.render(messages, max_new_tokens=params.max_new_tokens, max_prompt_tokens=params.max_prompt_tokens,
                            tools=tools)
         if prefix:
