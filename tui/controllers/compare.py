@@ -55,6 +55,13 @@ class CompareRun:
     checks: dict = field(default_factory=dict)  # pane -> its PromptCheck, once its reply ended
 
 
+def _reply_record(run: CompareRun, i: int, text: str, status: str, done=None, more_stats: dict | None = None) -> dict:
+    """Pane ``i``'s reply as ``Recorder.add_compared`` saves it."""
+    pane = run.widget.panes[i]
+    return {"model": run.widget.labels[i], "text": text, "status": status, "done": done, "tokens": pane.tokens,
+            "made_by": pane.made_by, "more_stats": more_stats}
+
+
 class Comparing:
     def __init__(self, app, models: ModelRegistry, turns: Turns, recorder: Recorder, *, chat, status,
                  inspector) -> None:
@@ -210,10 +217,7 @@ class Comparing:
         said = [i for i, pane in enumerate(run.widget.panes) if pane.text]
         if not said:
             return
-        replies = [{"model": run.widget.labels[i], "text": run.widget.panes[i].text, "status": "stopped", "done": None,
-                    "tokens": run.widget.panes[i].tokens, "made_by": run.widget.panes[i].made_by, "more_stats": None}
-                   for i in said]
-        self.recorder.add_compared(replies, 0)
+        self.recorder.add_compared([_reply_record(run, i, run.widget.panes[i].text, "stopped") for i in said], 0)
 
     def stop(self) -> bool:
         if self.running is None:
@@ -364,7 +368,7 @@ class Comparing:
         self.turns.changed()
 
     def _saved(self, run: CompareRun, message: CompareEnded, i: int) -> dict:
-        done, pane = message.runs[i].done, run.widget.panes[i]
+        done = message.runs[i].done
         pair = next((p for p in message.pairs if p.other == i), None)
         figures = {"pane": i + 1, "of": len(run.handles), "reference": run.widget.labels[0]}
         if i == 0:  # what the turn said above and under its panes
@@ -377,8 +381,7 @@ class Comparing:
             # JSON has no infinity: a token one model rules out is saved as null (and drawn as the most divergent).
             figures["divergence"] = {"kl": [finite(v) for v in d["kl"]], "agree": d["agree"], "other": d["other"],
                                      "top": [[[a.id, a.piece, a.logprob] for a in row] for row in d["top"]]}
-        return {"model": run.widget.labels[i], "text": done.text, "status": reply_status(done.stop_reason),
-                "done": done, "tokens": pane.tokens, "made_by": pane.made_by, "more_stats": {"compare": figures}}
+        return _reply_record(run, i, done.text, reply_status(done.stop_reason), done, {"compare": figures})
 
     def _lines(self, run: CompareRun, message: CompareEnded) -> list[str]:
         lines = []

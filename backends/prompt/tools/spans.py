@@ -32,7 +32,7 @@ def added_stretches(text: str, plain: str) -> list[tuple[int, int]]:
     matcher = SequenceMatcher(None, plain[start:plain_end], text[start:end], autojunk=False)
     stretches, cursor = [], start
     for block in matcher.get_matching_blocks():
-        if block.size < _MIN_SHARED and block.size:
+        if block.size < _MIN_SHARED:  # chance agreement, or the closing empty block
             continue
         at = start + block.b
         if at > cursor:
@@ -59,12 +59,13 @@ def _slid_right(text: str, stretches: list[tuple[int, int]]) -> list[tuple[int, 
 def tools_span(spans: list[Span], text: str, plain: str, token_ends: list[int]) -> list[Span]:
     """``spans`` of ``text`` with the tokens of each stretch that ``plain`` lacks cut out into a
     ``TOOLS_SPAN`` span (a token partly inside a stretch goes with it)."""
+    last = 0
     for start, end in added_stretches(text, plain):
-        first = sum(1 for e in token_ends if e <= start)  # tokens wholly before the stretch
+        # Tokens wholly before the stretch (past the previous one, which a token both share went to) ...
+        first = max(last, sum(1 for e in token_ends if e <= start))
         last = sum(1 for e in token_ends if e < end)  # ... and those that end inside it
         if last < len(token_ends):
             last += 1  # the token the stretch ends in
-        first = max(first, max((s.end for s in spans if s.index == TOOLS_SPAN and s.start <= first), default=0))
         spans = split_spans(spans, first, last)
     return spans
 
